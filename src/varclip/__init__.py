@@ -1,0 +1,3 @@
+"""varclip: image generation by next-scale prediction (VAR and VAR-CLIP)."""
+
+__version__ = "0.1.0"
