@@ -1,0 +1,364 @@
+"""Checkpoints: the official .pth layouts (import and export) and our native directory format.
+
+This is the only module that knows the official layout. Official files are read with
+`torch.load(weights_only=True)` (no pickled code runs); our own format is safetensors.
+
+Native model directory:
+    config.json               {"format": "varclip", "version": 1, "tokenizer": {...},
+                               "transformer": {...} | null, "text_encoder": "spec" | null}
+    tokenizer.safetensors
+    transformer.safetensors   (absent for a tokenizer-only directory)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import SCHEDULES, TokenizerConfig, TransformerConfig, from_dict, to_dict, tokens_in
+from .model.transformer import VARTransformer
+from .tokenizer import VQTokenizer
+
+FORMAT, VERSION = "varclip", 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line naming the problem."""
+
+
+# ---------------------------------------------------------------------------- reading files
+
+
+def read_official(path: str | Path) -> dict[str, torch.Tensor]:
+    """An official .pth as a flat state dict (VAR-CLIP's {'trainer': {'var_wo_ddp': sd}} unwrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, pickle with code, not a torch file
+        raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+    if isinstance(obj, dict) and "trainer" in obj and isinstance(obj["trainer"], dict):
+        obj = obj["trainer"].get("var_wo_ddp", obj["trainer"])
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def kind_of(sd: dict[str, torch.Tensor]) -> str:
+    if "encoder.conv_in.weight" in sd and "quantize.embedding.weight" in sd:
+        return "tokenizer"
+    if "blocks.0.attn.mat_qkv.weight" in sd and "head.weight" in sd:
+        return "transformer"
+    raise CheckpointError("state dict is neither a VAR tokenizer (VQVAE) nor a VAR transformer")
+
+
+# ---------------------------------------------------------------------------- tokenizer
+
+
+def tokenizer_config_from_state(sd: dict[str, torch.Tensor], patch_nums: tuple[int, ...] | None = None
+                                ) -> TokenizerConfig:
+    """Infer the VQVAE architecture from an official state dict."""
+    if kind_of(sd) != "tokenizer":
+        raise CheckpointError("expected a tokenizer (VQVAE) state dict, got a transformer")
+    V, Cvae = sd["quantize.embedding.weight"].shape
+    ch = sd["encoder.conv_in.weight"].shape[0]
+    levels = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.down.")})
+    ch_mult = tuple(sd[f"encoder.down.{i}.block.0.conv2.weight"].shape[0] // ch for i in levels)
+    nrb = len({k.split(".")[4] for k in sd if k.startswith("encoder.down.0.block.")})
+    if any(k.startswith("quantize.quant_resi.qresi_ls.") for k in sd):
+        share = len({k.split(".")[3] for k in sd if k.startswith("quantize.quant_resi.qresi_ls.")})
+    elif "quantize.quant_resi.qresi.weight" in sd:
+        share = 1
+    else:
+        share = 0
+    K = sd["quantize.ema_vocab_hit_SV"].shape[0] if "quantize.ema_vocab_hit_SV" in sd else None
+    if patch_nums is None:
+        matches = [s for s in SCHEDULES.values() if len(s) == K]
+        patch_nums = matches[0] if matches else SCHEDULES[256]
+    return TokenizerConfig(vocab_size=V, z_channels=Cvae, ch=ch, ch_mult=ch_mult, num_res_blocks=nrb,
+                           attn="encoder.mid.attn_1.qkv.weight" in sd, share_quant_resi=share,
+                           in_channels=sd["encoder.conv_in.weight"].shape[1],
+                           quant_conv_ks=sd["quant_conv.weight"].shape[-1], patch_nums=tuple(patch_nums))
+
+
+def tokenizer_from_official(path_or_sd: str | Path | dict, patch_nums: tuple[int, ...] | None = None
+                            ) -> VQTokenizer:
+    sd = read_official(path_or_sd) if not isinstance(path_or_sd, dict) else path_or_sd
+    cfg = tokenizer_config_from_state(sd, patch_nums)
+    tok = VQTokenizer(cfg)
+    sd = dict(sd)
+    ema = sd.get("quantize.ema_vocab_hit_SV")
+    if ema is not None and ema.shape[0] != len(cfg.patch_nums):  # usage stats of another schedule
+        tok.quantize.ema_vocab_hit_SV = torch.zeros_like(ema)
+    _load_strict(tok, sd, "tokenizer")
+    return tok.eval()
+
+
+def _host(t: torch.Tensor) -> torch.Tensor:
+    """A CPU copy for saving (meta tensors, used for layout checks, stay meta)."""
+    return t if t.is_meta else t.detach().cpu().contiguous()
+
+
+def tokenizer_to_official(tok: VQTokenizer) -> dict[str, torch.Tensor]:
+    return {k: _host(v) for k, v in tok.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------- transformer
+
+_COND_RENAMES = {"cond.class_emb.": "class_emb.", "cond.cond_proj.": "cond_proj.", "cond.noise.": "noise."}
+
+
+def transformer_config_from_state(sd: dict[str, torch.Tensor], resolution: int | None = None,
+                                  patch_nums: tuple[int, ...] | None = None) -> TransformerConfig:
+    """Infer depth/width/heads/shared AdaLN/vocab/condition from the tensors; the schedule from
+    `patch_nums`, `resolution`, or the token count L."""
+    if kind_of(sd) != "transformer":
+        raise CheckpointError("expected a transformer state dict, got a tokenizer (VQVAE)")
+    C, Cvae = sd["word_embed.weight"].shape
+    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    L = sd["pos_1LC"].shape[1]
+    if patch_nums is None and resolution is not None:
+        patch_nums = SCHEDULES.get(resolution)
+        if patch_nums is None:
+            raise CheckpointError(f"no official schedule for resolution {resolution}; pass patch_nums")
+    if patch_nums is None:
+        matches = [s for s in SCHEDULES.values() if tokens_in(s) == L]
+        if not matches:
+            raise CheckpointError(f"the checkpoint has L={L} tokens, which matches no known schedule; pass patch_nums")
+        patch_nums = matches[0]
+    if tokens_in(tuple(patch_nums)) != L:
+        raise CheckpointError(f"patch_nums {tuple(patch_nums)} give {tokens_in(tuple(patch_nums))} tokens but the "
+                              f"checkpoint has L={L}")
+    l2 = "blocks.0.attn.scale_mul_1H11" in sd
+    heads = sd["blocks.0.attn.scale_mul_1H11"].shape[1] if l2 else max(1, C // 64)
+    text_dim = sd["cond_proj.weight"].shape[1] if "cond_proj.weight" in sd else 0
+    num_classes = sd["class_emb.weight"].shape[0] - 1 if "class_emb.weight" in sd else 0
+    return TransformerConfig(depth=depth, embed_dim=C, num_heads=heads,
+                             mlp_ratio=sd["blocks.0.ffn.fc1.weight"].shape[0] / C,
+                             shared_aln="shared_ada_lin.1.weight" in sd, attn_l2_norm=l2,
+                             patch_nums=tuple(patch_nums), vocab_size=sd["head.weight"].shape[0],
+                             z_channels=Cvae, num_classes=num_classes, text_dim=text_dim)
+
+
+def transformer_from_official(path_or_sd: str | Path | dict, resolution: int | None = None,
+                              patch_nums: tuple[int, ...] | None = None) -> VARTransformer:
+    sd = read_official(path_or_sd) if not isinstance(path_or_sd, dict) else path_or_sd
+    cfg = transformer_config_from_state(sd, resolution, patch_nums)
+    with torch.device("meta"):
+        model = VARTransformer(cfg)
+    model = model.to_empty(device="cpu")
+    ours = {}
+    for k, v in sd.items():
+        if k in ("lvl_1L", "attn_bias_for_masking") or k.endswith("attn.zero_k_bias"):
+            continue  # derived buffers: rebuilt, not loaded
+        for old, new in _COND_RENAMES.items():
+            if k.startswith(new):
+                k = old + k[len(new):]
+        ours[k] = v
+    _load_strict(model, ours, "transformer", assign=True)
+    _rebuild_buffers(model)
+    return model.eval()
+
+
+def _rebuild_buffers(model: VARTransformer) -> None:
+    lvl = torch.cat([torch.full((p * p,), i) for i, p in enumerate(model.patch_nums)]).view(1, model.L)
+    model.lvl_1L = lvl
+    for b in model.blocks:
+        b.attn.zero_k_bias = torch.zeros(model.C)
+
+
+def transformer_to_official(model: VARTransformer) -> dict[str, torch.Tensor]:
+    """Our transformer as the official state dict: same keys, shapes, dtypes and order."""
+    if model.cfg.cross_attn:
+        raise CheckpointError("models with cross-attention have no official layout; use the native format")
+    ours = {k: _host(v) for k, v in model.state_dict().items()}
+    rename = {}
+    for k in ours:
+        new = k
+        for old, off in _COND_RENAMES.items():
+            if k.startswith(old):
+                new = off + k[len(old):]
+        rename[k] = new
+    out: dict[str, torch.Tensor] = {"pos_start": ours["pos_start"], "pos_1LC": ours["pos_1LC"],
+                                    "lvl_1L": _host(model.lvl_1L).clone(),
+                                    "attn_bias_for_masking": _host(model.block_causal_mask())}
+
+    def take(prefix: str) -> None:
+        for k, v in ours.items():
+            if rename[k].startswith(prefix) and rename[k] not in out:
+                out[rename[k]] = v
+
+    take("word_embed.")
+    take("noise.")
+    take("cond_proj.")
+    take("class_emb.")
+    take("lvl_embed.")
+    take("shared_ada_lin.")
+    C = model.C
+    for i, b in enumerate(model.blocks):
+        p = f"blocks.{i}."
+        take(p + "ada_gss")
+        take(p + "attn.scale_mul_1H11")
+        take(p + "attn.q_bias")
+        take(p + "attn.v_bias")
+        out[p + "attn.zero_k_bias"] = torch.zeros(C, device=ours["pos_start"].device)
+        take(p + "attn.")
+        take(p + "ffn.")
+        take(p + "ada_lin.")
+    take("head_nm.")
+    take("head.")
+    missing = set(rename.values()) - set(out)
+    if missing:
+        raise CheckpointError(f"internal: keys not exported: {sorted(missing)[:5]}")
+    return out
+
+
+# ---------------------------------------------------------------------------- strict loading
+
+
+def _load_strict(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str, assign: bool = False) -> None:
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    misshaped = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    if missing or unexpected or misshaped:
+        parts = []
+        for name, keys in (("missing", missing), ("unexpected", unexpected), ("misshaped", misshaped)):
+            if keys:
+                shown = ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+                parts.append(f"{name} keys: {shown}")
+        raise CheckpointError(f"{what} checkpoint does not fit the model: " + "; ".join(parts))
+    module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()},
+                           strict=True, assign=assign)
+
+
+# ---------------------------------------------------------------------------- native directories
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _tensors(module: torch.nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in module.state_dict().items():
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        out[k] = v.contiguous()
+    return out
+
+
+def save_model_dir(path: str | Path, tokenizer: VQTokenizer | None = None, transformer: VARTransformer | None = None,
+                   text_encoder: str | None = None, extra: dict[str, Any] | None = None,
+                   dtype: torch.dtype | None = None) -> Path:
+    """Write a native model directory (files replaced atomically, config last)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cfg: dict[str, Any] = {"format": FORMAT, "version": VERSION,
+                           "tokenizer": to_dict(tokenizer.cfg) if tokenizer is not None else None,
+                           "transformer": to_dict(transformer.cfg) if transformer is not None else None,
+                           "text_encoder": text_encoder}
+    if extra:
+        cfg.update(extra)
+    if tokenizer is not None:
+        _atomic_save(_tensors(tokenizer, dtype), path / "tokenizer.safetensors")
+    if transformer is not None:
+        _atomic_save(_tensors(transformer, dtype), path / "transformer.safetensors")
+    _atomic_write_text(json.dumps(cfg, indent=1) + "\n", path / "config.json")
+    return path
+
+
+def read_model_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{path}: not a varclip model directory (no config.json)")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_file}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    if cfg.get("format") != FORMAT:
+        raise CheckpointError(f"{cfg_file}: not a varclip model config (format {cfg.get('format')!r})")
+    return cfg
+
+
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    if not file.is_file():
+        raise CheckpointError(f"missing weights file: {file}")
+    try:
+        return load_file(str(file))
+    except Exception as e:
+        raise CheckpointError(f"{file}: unreadable safetensors file ({type(e).__name__})") from None
+
+
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu"
+                   ) -> tuple[VQTokenizer | None, VARTransformer | None, dict[str, Any]]:
+    """Read a native model directory: (tokenizer, transformer, config dict), in eval mode."""
+    path = Path(path)
+    cfg = read_model_config(path)
+    tok = model = None
+    if cfg.get("tokenizer"):
+        tok = VQTokenizer(from_dict(TokenizerConfig, cfg["tokenizer"]))
+        _load_strict(tok, _read_safetensors(path / "tokenizer.safetensors"), "tokenizer")
+        tok = tok.to(device).eval()
+    if cfg.get("transformer"):
+        with torch.device("meta"):
+            model = VARTransformer(from_dict(TransformerConfig, cfg["transformer"]))
+        model = model.to_empty(device="cpu")
+        _load_strict(model, _read_safetensors(path / "transformer.safetensors"), "transformer", assign=True)
+        _rebuild_buffers(model)
+        model = model.to(device).eval()
+    return tok, model, cfg
+
+
+def load_tokenizer(path: str | Path, patch_nums: tuple[int, ...] | None = None) -> VQTokenizer:
+    """A tokenizer from a native directory or an official VQVAE .pth."""
+    path = Path(path)
+    if path.is_dir():
+        tok, _, _ = load_model_dir(path)
+        if tok is None:
+            raise CheckpointError(f"{path}: the model directory has no tokenizer")
+        return tok
+    return tokenizer_from_official(path, patch_nums)
+
+
+def load_transformer(path: str | Path, resolution: int | None = None) -> VARTransformer:
+    path = Path(path)
+    if path.is_dir():
+        _, model, _ = load_model_dir(path)
+        if model is None:
+            raise CheckpointError(f"{path}: the model directory has no transformer")
+        return model
+    return transformer_from_official(path, resolution)
+
+
+def save_official(sd: dict[str, torch.Tensor], path: str | Path, wrap_varclip: bool = False) -> None:
+    path = Path(path)
+    obj: Any = {"trainer": {"var_wo_ddp": sd}} if wrap_varclip else sd
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

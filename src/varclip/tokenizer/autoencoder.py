@@ -1,0 +1,158 @@
+"""Encoder and decoder of the VQ autoencoder (the LDM "vq-f16" conv nets, configurable).
+
+Module names follow the official layout (`down.<i>.block.<j>`, `mid.attn_1`, ...) so that
+official state dicts load without renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import TokenizerConfig
+
+
+def _norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, dropout: float, groups: int):
+        super().__init__()
+        self.norm1 = _norm(cin, groups)
+        self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1)
+        self.norm2 = _norm(cout, groups)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
+        self.nin_shortcut = nn.Conv2d(cin, cout, 1, 1, 0) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.nin_shortcut(x) + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all H*W positions."""
+
+    def __init__(self, channels: int, groups: int):
+        super().__init__()
+        self.norm = _norm(channels, groups)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1, 1, 0)
+        self.proj_out = nn.Conv2d(channels, channels, 1, 1, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(B, 3, C, H * W).transpose(2, 3).unbind(1)  # each B,HW,C
+        h = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=C ** -0.5)
+        return x + self.proj_out(h.squeeze(1).transpose(1, 2).reshape(B, C, H, W))
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, 2, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+def _mid(channels: int, cfg: TokenizerConfig) -> nn.Module:
+    mid = nn.Module()
+    mid.block_1 = ResBlock(channels, channels, cfg.dropout, cfg.norm_groups)
+    mid.attn_1 = AttnBlock(channels, cfg.norm_groups) if cfg.attn else nn.Identity()
+    mid.block_2 = ResBlock(channels, channels, cfg.dropout, cfg.norm_groups)
+    return mid
+
+
+def _level(blocks: list[nn.Module], attns: list[nn.Module]) -> nn.Module:
+    level = nn.Module()
+    level.block = nn.ModuleList(blocks)
+    level.attn = nn.ModuleList(attns)
+    return level
+
+
+class Encoder(nn.Module):
+    """image (B,3,H,W) in [-1,1] -> latent (B,Cvae,H/f,W/f)."""
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        g, n = cfg.norm_groups, len(cfg.ch_mult)
+        self.conv_in = nn.Conv2d(cfg.in_channels, cfg.ch, 3, 1, 1)
+        cin = cfg.ch
+        self.down = nn.ModuleList()
+        for i, mult in enumerate(cfg.ch_mult):
+            cout = cfg.ch * mult
+            blocks, attns = [], []
+            for _ in range(cfg.num_res_blocks):
+                blocks.append(ResBlock(cin, cout, cfg.dropout, g))
+                cin = cout
+                if i == n - 1 and cfg.attn:
+                    attns.append(AttnBlock(cin, g))
+            level = _level(blocks, attns)
+            if i != n - 1:
+                level.downsample = Downsample(cin)
+            self.down.append(level)
+        self.mid = _mid(cin, cfg)
+        self.norm_out = _norm(cin, g)
+        self.conv_out = nn.Conv2d(cin, cfg.z_channels, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        for level in self.down:
+            for j, block in enumerate(level.block):
+                h = block(h)
+                if len(level.attn):
+                    h = level.attn[j](h)
+            if hasattr(level, "downsample"):
+                h = level.downsample(h)
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    """latent (B,Cvae,h,w) -> image (B,3,h*f,w*f), unclamped."""
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        g, n = cfg.norm_groups, len(cfg.ch_mult)
+        cin = cfg.ch * cfg.ch_mult[-1]
+        self.conv_in = nn.Conv2d(cfg.z_channels, cin, 3, 1, 1)
+        self.mid = _mid(cin, cfg)
+        levels: list[nn.Module] = []
+        for i in reversed(range(n)):  # deepest first; stored finest-first as `up.<i>`
+            cout = cfg.ch * cfg.ch_mult[i]
+            blocks, attns = [], []
+            for _ in range(cfg.num_res_blocks + 1):
+                blocks.append(ResBlock(cin, cout, cfg.dropout, g))
+                cin = cout
+                if i == n - 1 and cfg.attn:
+                    attns.append(AttnBlock(cin, g))
+            level = _level(blocks, attns)
+            if i != 0:
+                level.upsample = Upsample(cin)
+            levels.insert(0, level)
+        self.up = nn.ModuleList(levels)
+        self.norm_out = _norm(cin, g)
+        self.conv_out = nn.Conv2d(cin, cfg.in_channels, 3, 1, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
+        for level in reversed(self.up):
+            for j, block in enumerate(level.block):
+                h = block(h)
+                if len(level.attn):
+                    h = level.attn[j](h)
+            if hasattr(level, "upsample"):
+                h = level.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
