@@ -35,6 +35,7 @@ class ScaleStep:
     ids: torch.Tensor  # (B, p^2) tokens drawn at this scale
     f_hat: torch.Tensor  # (B, Cvae, P, P) after this scale
     cond: Cond  # the conditions used (random classes resolved)
+    logits: torch.Tensor  # (B, p^2, V) guided and filtered logits the ids were drawn from
 
 
 @dataclass
@@ -189,7 +190,7 @@ def sample_scales(model: VARTransformer, tokenizer: VQTokenizer, cond: Cond | No
             m = _keep_mask(keep, p)
             codes = torch.where(m, quant.lookup(edit.ids[s].to(device), p), codes)
         f_hat, nxt = quant.next_input(s, f_hat, codes.float(), pn)
-        yield ScaleStep(s, ids, f_hat, cond)
+        yield ScaleStep(s, ids, f_hat, cond, logits)
         cur += p * p
         if nxt is None:
             break

@@ -1,0 +1,251 @@
+"""The `varclip` command. Thin: it parses arguments and calls the pipeline, trainers and tools.
+
+Bad input exits with status 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .config import ConfigError
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _device(name: str) -> str:
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _sampling_args(p: argparse.ArgumentParser, cfg: float, top_p: float) -> None:
+    p.add_argument("--cfg", type=float, default=cfg, help="classifier-free guidance strength")
+    p.add_argument("--cfg-schedule", default="linear",
+                   help="linear (official ramp) | constant | off_from:K | comma list of per-scale values")
+    p.add_argument("--top-k", type=int, default=900, help="0 = off")
+    p.add_argument("--top-p", type=float, default=top_p, help="0 = off")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--smooth", action="store_true", help="Gumbel-softmax smoothing of code vectors (more_smooth)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-sample-seeds", action="store_true",
+                   help="image i uses seed+i: independent of batch size (differs from the official stream)")
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.add_argument("--dtype", default="fp32", help="fp32 (exact) | bf16 | fp16 autocast")
+
+
+def _patch_nums(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"patch nums are comma-separated integers, got {text!r}") from None
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="native model directory or official transformer .pth (default: the embedded model)")
+    p.add_argument("--vae", help="VQVAE: official .pth or native directory (needed with an official transformer)")
+    p.add_argument("--text-encoder", help="clip:PATH | minilm | hf:PATH (text models)")
+    p.add_argument("--resolution", type=int, help="256 or 512: the schedule of an official checkpoint")
+    p.add_argument("--patch-nums", type=_patch_nums, help="explicit schedule of an official checkpoint, e.g. 1,2,3,4")
+
+
+def _load_pipeline(args: argparse.Namespace):
+    from .pipeline import VARPipeline
+    model = args.model
+    if model is None:
+        from .embedded import embedded_model_dir
+        model = embedded_model_dir()
+    return VARPipeline.from_pretrained(model, vae=args.vae, text_encoder=args.text_encoder,
+                                       resolution=args.resolution, patch_nums=args.patch_nums,
+                                       device=_device(args.device), dtype=args.dtype)
+
+
+# ---------------------------------------------------------------------------- generate
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .grid import save_images
+    pipe = _load_pipeline(args)
+    kw = dict(cfg=args.cfg, cfg_schedule=args.cfg_schedule, top_k=args.top_k, top_p=args.top_p,
+              temperature=args.temperature, smooth=args.smooth, seed=args.seed, per_sample_seeds=args.per_sample_seeds)
+    if args.n < 1:
+        raise UsageError(f"--n must be >= 1, got {args.n}")
+    if pipe.is_text:
+        if args.classes:
+            raise UsageError("this is a text-to-image model: give captions, not --class")
+        if not args.prompts:
+            raise UsageError("give at least one caption (this is a text-to-image model)")
+        if any(not p.strip() for p in args.prompts):
+            raise UsageError("empty caption; use --unconditional for unconditional samples")
+        captions = [p for p in args.prompts for _ in range(args.n)]
+        call = dict(prompt=args.prompts, negative_prompt=args.negative, num_images=args.n)
+    else:
+        if args.prompts:
+            raise UsageError("this is a class-conditional model: use --class N, not captions")
+        if args.negative:
+            raise UsageError("--negative needs a text-to-image model")
+        call = dict(class_labels=args.classes or None, num_images=args.n)
+        captions = None
+    if args.unconditional:
+        call = dict(unconditional=True, num_images=args.n * max(1, len(args.prompts or args.classes or [1])))
+        captions = None
+    t0 = time.perf_counter()
+    bar = _progress(len(pipe.transformer.patch_nums), args.quiet)
+    out = pipe(**call, **kw, callback_on_scale=(lambda s, k, imgs: bar.update(1)) if bar else None)
+    if bar:
+        bar.close()
+    dt = time.perf_counter() - t0
+    if captions is None and not args.unconditional:
+        captions = [f"class {int(c)}" for c in out.conditions]
+    title = None
+    if getattr(pipe, "model_note", None):
+        title = pipe.model_note
+    paths = save_images(out.images, args.out, captions, title)
+    print(f"wrote {len(out.images)} images to {paths[0] if len(paths) == 1 else Path(args.out)} in {dt:.1f} s")
+    return 0
+
+
+def _progress(total: int, quiet: bool):
+    if quiet:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc="scales", leave=False)
+
+
+# ---------------------------------------------------------------------------- convert / parity
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoints import (CheckpointError, kind_of, load_model_dir, read_official, save_model_dir,
+                              save_official, tokenizer_from_official, tokenizer_to_official,
+                              transformer_from_official, transformer_to_official)
+    src, dst = Path(args.src), Path(args.dst)
+    if src.is_dir():  # native -> official
+        tok, model, _ = load_model_dir(src)
+        dst.mkdir(parents=True, exist_ok=True)
+        if tok is not None:
+            save_official(tokenizer_to_official(tok), dst / "vae.pth")
+        if model is not None:
+            save_official(transformer_to_official(model), dst / "var.pth", wrap_varclip=model.cfg.is_text)
+        print(f"wrote official checkpoints to {dst}")
+        return 0
+    sd = read_official(src)
+    if kind_of(sd) == "tokenizer":
+        save_model_dir(dst, tokenizer=tokenizer_from_official(sd))
+    else:
+        model = transformer_from_official(sd, args.resolution, args.patch_nums)
+        tok = tokenizer_from_official(args.vae, model.patch_nums) if args.vae else None
+        if tok is None:
+            raise CheckpointError("converting a transformer needs its VQVAE too (--vae PATH)")
+        save_model_dir(dst, tokenizer=tok, transformer=model, text_encoder=args.text_encoder)
+    print(f"wrote native model directory {dst}")
+    return 0
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from .parity import run_case, run_layouts
+    if args.layouts:
+        report = run_layouts(args.layouts)
+    elif args.case:
+        report = run_case(args.case)
+    else:
+        raise UsageError("give a case folder or --layouts FILE")
+    print(json.dumps(report, indent=1))
+    return 0 if report["ok"] else 1
+
+
+# ---------------------------------------------------------------------------- misc
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+    return run_bench(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .embedded import run_demo
+    return run_demo(args.out, device=_device(args.device))
+
+
+def _passthrough(module: str, fn: str):
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+        return getattr(importlib.import_module(module, __package__), fn)(args.rest)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="varclip", description="Image generation by next-scale prediction (VAR, VAR-CLIP).")
+    ap.add_argument("--version", action="version", version=f"varclip {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate images from class ids or captions")
+    g.add_argument("prompts", nargs="*", help="captions (text models)")
+    g.add_argument("--class", dest="classes", type=int, action="append", default=[], help="class id (repeatable)")
+    g.add_argument("--n", type=int, default=1, help="images per caption / class")
+    g.add_argument("--negative", help="negative prompt (text models)")
+    g.add_argument("--unconditional", action="store_true", help="sample from the null condition")
+    g.add_argument("--out", default="out/generated.png", help="a .png grid, or a directory of PNGs")
+    g.add_argument("--quiet", action="store_true")
+    _model_args(g)
+    _sampling_args(g, cfg=4.0, top_p=0.95)
+    g.set_defaults(fn=cmd_generate)
+
+    c = sub.add_parser("convert", help="official .pth <-> native model directory (bit-exact round trip)")
+    c.add_argument("src", help="official .pth (transformer or VQVAE) or a native directory")
+    c.add_argument("dst", help="native directory, or (from a native directory) a folder for vae.pth/var.pth")
+    c.add_argument("--vae", help="the official VQVAE .pth that goes with a transformer")
+    c.add_argument("--resolution", type=int, help="256 or 512 (default: inferred from the token count)")
+    c.add_argument("--patch-nums", type=_patch_nums, help="explicit schedule, e.g. 1,2,3,4")
+    c.add_argument("--text-encoder", help="text encoder spec to record for text models")
+    c.set_defaults(fn=cmd_convert)
+
+    p = sub.add_parser("parity", help="check against golden outputs of the official code")
+    p.add_argument("case", nargs="?", help="a case folder of shared/parity")
+    p.add_argument("--layouts", help="official_layouts.json: check our exports' keys, shapes, dtypes")
+    p.set_defaults(fn=cmd_parity)
+
+    b = sub.add_parser("bench", help="time sampling and a training step")
+    from .bench import add_bench_args
+    add_bench_args(b)
+    b.set_defaults(fn=cmd_bench)
+
+    d = sub.add_parser("demo", help="generate a grid with the embedded model")
+    d.add_argument("--out", default="out/demo.png")
+    d.add_argument("--device", default="auto")
+    d.set_defaults(fn=cmd_demo)
+
+    for name, module, fn, help_ in (
+        ("prompt-inspect", ".text.inspect", "cli_prompt_inspect", "word-position analysis of a caption"),
+        ("data", ".data.emoji", "cli_data", "build data sets (emoji)"),
+    ):
+        q = sub.add_parser(name, help=help_, add_help=False)
+        q.add_argument("rest", nargs=argparse.REMAINDER)
+        q.set_defaults(fn=_passthrough(module, fn))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"varclip {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

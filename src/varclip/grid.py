@@ -1,0 +1,92 @@
+"""Turning image tensors into PIL images, grids with captions, and files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(B,3,H,W) in [0,1] -> PIL images."""
+    arr = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font) -> list[str]:
+    lines, cur = [], ""
+    for word in text.split():
+        trial = f"{cur} {word}".strip()
+        if draw.textlength(trial, font=font) <= width or not cur:
+            cur = trial
+        else:
+            lines.append(cur)
+            cur = word
+    return lines + ([cur] if cur else [])
+
+
+def make_grid(images: Sequence[Image.Image], ncol: int | None = None, captions: Sequence[str] | None = None,
+              title: str | None = None, scale: int = 1, pad: int = 4) -> Image.Image:
+    """Images in rows of `ncol`, each optionally with a caption below, and an optional title."""
+    if not images:
+        raise ValueError("no images to put in a grid")
+    n = len(images)
+    ncol = ncol or min(n, 8)
+    nrow = (n + ncol - 1) // ncol
+    w, h = images[0].width * scale, images[0].height * scale
+    font = _font(max(10, min(14, w // 8)))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    cap_lines = [(_wrap(c, w, probe, font) if captions else []) for c in (captions or [""] * n)]
+    line_h = 14 if captions else 0
+    cap_h = max((len(c) for c in cap_lines), default=0) * line_h
+    title_lines = _wrap(title, ncol * (w + pad), probe, font) if title else []
+    top = len(title_lines) * 16 + (pad if title else 0)
+    grid = Image.new("RGB", (ncol * (w + pad) + pad, top + nrow * (h + cap_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, line in enumerate(title_lines):
+        draw.text((pad, pad + i * 16), line, fill="black", font=font)
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncol)
+        x, y = pad + c * (w + pad), top + pad + r * (h + cap_h + pad)
+        grid.paste(img.resize((w, h), Image.NEAREST) if scale != 1 else img, (x, y))
+        for j, line in enumerate(cap_lines[i]):
+            draw.text((x, y + h + j * line_h), line, fill="black", font=font)
+    return grid
+
+
+def save_image_atomic(img: Image.Image, path: str | Path) -> Path:
+    """Write a PNG via a temp file, so a crash never leaves half a file where a good one was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        img.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_images(images: Sequence[Image.Image], out: str | Path, captions: Sequence[str] | None = None,
+                title: str | None = None, ncol: int | None = None) -> list[Path]:
+    """`out` ending in .png/.jpg: one grid; otherwise a directory of numbered PNGs (existing kept)."""
+    out = Path(out)
+    if out.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        return [save_image_atomic(make_grid(images, ncol, captions, title), out)]
+    out.mkdir(parents=True, exist_ok=True)
+    start = len(list(out.glob("*.png")))
+    return [save_image_atomic(img, out / f"{start + i:05d}.png") for i, img in enumerate(images)]
