@@ -19,6 +19,8 @@ File formats and why they are read the way they are:
 from __future__ import annotations
 
 import json
+import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -168,10 +170,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         if _is_torchscript(path):
-            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+            with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except ClipLoadError:
         raise
+    except pickle.UnpicklingError:
+        # torch's weights_only refusal; its text suggests weights_only=False, which we never do.
+        raise ClipLoadError(f"cannot read weights from {path}: not a tensor file, or it holds Python objects "
+                            "that safe loading refuses (re-save its state_dict)") from None
     except Exception as e:  # noqa: BLE001 - any reader failure means "not a weight file we can read"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ClipLoadError(f"cannot read weights from {path}: {first}") from None
@@ -259,7 +267,8 @@ def infer_config(sd: dict[str, torch.Tensor], *, heads: int | None = None,
     if heads is None:
         heads = width // 64
         if heads == 0 or width % 64:
-            raise ClipLoadError(f"cannot infer the head count of width {width} (CLIP uses width // 64): pass heads")
+            raise ClipLoadError(f"cannot infer the head count of width {width} (CLIP uses width // 64): "
+                               "pass heads (spec option ?heads=N)")
     return ClipTextConfig(
         width=int(width), layers=layers, heads=int(heads), embed_dim=int(sd["text_projection"].shape[1]),
         context_length=int(sd["positional_embedding"].shape[0]), vocab_size=int(vocab),
@@ -299,8 +308,11 @@ def load_clip_text_tower(path: str | Path, *, activation: Activation = "gelu",
         raise ClipLoadError(f"incomplete CLIP text weights in {path}: missing {e.args[0]}") from None
     except ClipLoadError as e:
         raise ClipLoadError(f"{path}: {e}") from None
-    cfg = infer_config(sd, heads=heads, activation=activation, eps=eps)
-    return build_tower(sd, cfg)
+    try:
+        cfg = infer_config(sd, heads=heads, activation=activation, eps=eps)
+        return build_tower(sd, cfg)
+    except ClipLoadError as e:
+        raise ClipLoadError(f"{path}: {e}") from None
 
 
 def with_activation(tower: ClipTextTower, activation: Activation) -> ClipTextTower:

@@ -104,12 +104,13 @@ def check_texts(texts: Sequence[str] | str, allow_empty: bool) -> list[str]:
     return texts
 
 
-def warn_truncated(dropped: int, text: str, limit: int) -> None:
+def warn_truncated(dropped: int, text: str, limit: int, stacklevel: int = 4) -> None:
+    """Warn "prompt truncated: N tokens dropped"; stacklevel 4 = caller of encode() from _encode."""
     preview = text if len(text) <= 40 else text[:37] + "..."
     warnings.warn(
         f"prompt truncated: {dropped} tokens dropped (context {limit}): {preview!r}",
         PromptTruncatedWarning,
-        stacklevel=4,
+        stacklevel=stacklevel,
     )
 
 
@@ -127,8 +128,10 @@ class TextEncoder(ABC):
         texts = check_texts(texts, allow_empty)
         if not texts:
             raise TextEncoderError("encode() needs at least one prompt")
+        parts = []
         with torch.no_grad():  # not inference_mode: results may feed a training graph later
-            parts = [self._encode(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
+            for i in range(0, len(texts), self.batch_size):
+                parts.append(self._encode(texts[i : i + self.batch_size]))
         return parts[0] if len(parts) == 1 else TextEmbedding.concat(parts)
 
     @abstractmethod
@@ -219,7 +222,13 @@ def _one_line(e: BaseException) -> str:
 
 
 class HFTextEncoder(TextEncoder):
-    """A local transformers folder: CLIP text models -> ``text_embeds``, others -> masked mean."""
+    """A local transformers folder: CLIP text models -> ``text_embeds``, others -> masked mean.
+
+    Loaded with ``local_files_only=True`` from a path, so no hub access can happen. Missing
+    weights are an error (transformers would silently initialise them at random), which is also
+    how a folder of the wrong kind is caught. ``tokens`` are the last hidden states, zeroed at
+    padding, with the tokenizer's attention mask.
+    """
 
     def __init__(self, path: str | Path, *, normalize: bool = False, max_length: int | None = None,
                  device: str | torch.device = "cpu", kind: str = "hf") -> None:
@@ -240,10 +249,14 @@ class HFTextEncoder(TextEncoder):
         self.device = torch.device(device)
         self.normalize = normalize
         self.is_clip = model_type in _CLIP_TYPES
+        # A bare CLIPTextModel has no projection: its pooled output is the end-token feature.
+        self.clip_projection = self.is_clip and "CLIPTextModel" not in cfg.get("architectures", [])
         try:
             self.model, self.dim = self._load_model(path, model_type)
         except TextEncoderError:
             raise
+        except ImportError:
+            raise TextEncoderError(f"the '{kind}' text encoder needs transformers (pip install 'transformers>=4.40')") from None
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise TextEncoderError(f"cannot load a text model from {path}: {_one_line(e)}") from None
         self.model.to(self.device).eval().requires_grad_(False)
@@ -254,30 +267,40 @@ class HFTextEncoder(TextEncoder):
     def _load_model(self, path: Path, model_type: str) -> tuple[torch.nn.Module, int]:
         from transformers.utils import logging as hf_logging
 
-        # transformers 5 draws a "Loading weights" progress bar; keep our CLIs' stderr clean.
-        was_on = hf_logging.is_progress_bar_enabled()
+        # transformers draws a progress bar and logs a load report (e.g. the vision keys of a
+        # full CLIPModel folder, which we do not need); we check missing weights ourselves.
+        bar_on, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
         hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
         try:
-            return self._load_model_quiet(path, model_type)
+            model, info = self._load_model_quiet(path, model_type)
         finally:
-            if was_on:
+            hf_logging.set_verbosity(verbosity)
+            if bar_on:
                 hf_logging.enable_progress_bar()
-
-    def _load_model_quiet(self, path: Path, model_type: str) -> tuple[torch.nn.Module, int]:
-        import transformers
-
-        if self.is_clip:
-            model = transformers.CLIPTextModelWithProjection.from_pretrained(str(path), local_files_only=True)
+        missing = list(info.get("missing_keys") or [])
+        if missing:
+            raise TextEncoderError(f"{path} lacks {len(missing)} weights of its text model (e.g. {missing[0]}): "
+                                   "wrong kind of folder or incomplete checkpoint")
+        if self.clip_projection:
             return model, int(model.config.projection_dim)
-        cls_name = _T5_ENCODERS.get(model_type)
-        if cls_name is not None:
-            model = getattr(transformers, cls_name).from_pretrained(str(path), local_files_only=True)
-        else:
-            model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
-            if getattr(model.config, "is_encoder_decoder", False):
-                model = model.get_encoder()
         hidden = getattr(model.config, "hidden_size", None) or getattr(model.config, "d_model")
         return model, int(hidden)
+
+    def _load_model_quiet(self, path: Path, model_type: str) -> tuple[torch.nn.Module, dict]:
+        import transformers
+
+        kw: dict[str, Any] = {"local_files_only": True, "output_loading_info": True}
+        if self.is_clip:
+            cls = transformers.CLIPTextModelWithProjection if self.clip_projection else transformers.CLIPTextModel
+            return cls.from_pretrained(str(path), **kw)
+        cls_name = _T5_ENCODERS.get(model_type)
+        if cls_name is not None:
+            return getattr(transformers, cls_name).from_pretrained(str(path), **kw)
+        model, info = transformers.AutoModel.from_pretrained(str(path), **kw)
+        if getattr(model.config, "is_encoder_decoder", False):
+            model = model.get_encoder()
+        return model, info
 
     def _load_tokenizer(self, path: Path) -> tuple[Any, ClipTokenizer | None]:
         has_tok = any((path / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.json",
@@ -324,7 +347,7 @@ class HFTextEncoder(TextEncoder):
             ids, mask = enc["input_ids"], enc["attention_mask"].bool()
         for text, n in zip(texts, dropped):
             if n:
-                warn_truncated(n, text, self.max_length)
+                warn_truncated(n, text, self.max_length, stacklevel=5)
         return ids, mask
 
     def _encode(self, texts: list[str]) -> TextEmbedding:
@@ -334,7 +357,8 @@ class HFTextEncoder(TextEncoder):
             # Causal model: padding after the end token cannot affect it, so no attention mask
             # is needed (and HF's own CLIP tokenizer output would give the same result).
             out = self.model(input_ids=ids)
-            pooled, hidden = out.text_embeds, out.last_hidden_state
+            pooled = out.text_embeds if self.clip_projection else out.pooler_output
+            hidden = out.last_hidden_state
         else:
             hidden = self.model(input_ids=ids, attention_mask=mask_d.long()).last_hidden_state
             w = mask_d.unsqueeze(-1).to(hidden.dtype)
