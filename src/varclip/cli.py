@@ -112,6 +112,35 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_edit(args: argparse.Namespace) -> int:
+    from .grid import make_grid, save_image_atomic
+    pipe = _load_pipeline(args)
+    box = None
+    if args.box:
+        try:
+            box = [float(v) for v in args.box.split(",")]
+        except ValueError:
+            raise UsageError(f"--box takes y0,x0,y1,x1 in [0,1], got {args.box!r}") from None
+    if args.n < 1:
+        raise UsageError(f"--n must be >= 1, got {args.n}")
+    prompt = args.prompt
+    if prompt is not None and not prompt.strip():
+        raise UsageError("empty caption; leave it out for unconditional in/out-painting")
+    if prompt is not None and not pipe.is_text:
+        raise UsageError("this is a class-conditional model: use --class N, not a caption")
+    if args.classes and pipe.is_text:
+        raise UsageError("this is a text-to-image model: give a caption, not --class")
+    out = pipe.edit(args.image, mask=args.mask, box=box, mode=args.mode, extend=args.extend, prompt=prompt,
+                    class_labels=args.classes or None, num_images=args.n, cfg=args.cfg, cfg_schedule=args.cfg_schedule,
+                    top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, smooth=args.smooth,
+                    seed=args.seed, per_sample_seeds=args.per_sample_seeds)
+    images = [out.source, out.mask, *out.images]
+    captions = ["input", "mask (white = new)"] + [f"result {i}" for i in range(len(out.images))]
+    path = save_image_atomic(make_grid(images, len(images), captions), args.out)
+    print(f"wrote {path}")
+    return 0
+
+
 def _progress(total: int, quiet: bool):
     if quiet:
         return None
@@ -197,6 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(g)
     _sampling_args(g, cfg=4.0, top_p=0.95)
     g.set_defaults(fn=cmd_generate)
+
+    e = sub.add_parser("edit", help="zero-shot in-painting, out-painting and editing")
+    e.add_argument("image", help="the image to edit (any size, mode, orientation)")
+    e.add_argument("prompt", nargs="?", help="caption (text models); none = unconditional")
+    e.add_argument("--mask", help="black/white PNG of any size, white = regenerate")
+    e.add_argument("--box", help="y0,x0,y1,x1 relative box")
+    e.add_argument("--mode", default="inpaint", choices=["inpaint", "outpaint"],
+                   help="inpaint: regenerate inside the box; outpaint: keep only the inside")
+    e.add_argument("--extend", type=float, help="out-paint a border: canvas = image size x this factor")
+    e.add_argument("--class", dest="classes", type=int, action="append", default=[], help="class id (class models)")
+    e.add_argument("--n", type=int, default=4, help="results per condition")
+    e.add_argument("--out", default="out/edit.png", help="side-by-side of input, mask and results")
+    _model_args(e)
+    _sampling_args(e, cfg=3.0, top_p=0.95)
+    e.set_defaults(fn=cmd_edit)
 
     c = sub.add_parser("convert", help="official .pth <-> native model directory (bit-exact round trip)")
     c.add_argument("src", help="official .pth (transformer or VQVAE) or a native directory")

