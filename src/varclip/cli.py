@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module, fn, help_ in (
         ("prompt-inspect", ".text.inspect", "cli_prompt_inspect", "word-position analysis of a caption"),
         ("data", ".data.emoji", "cli_data", "build data sets (emoji)"),
+        ("caption", ".caption", "cli_caption", "caption an image collection (BLIP-2/BLIP or class templates)"),
+        ("caption-stats", ".caption", "cli_caption_stats", "statistics of a caption manifest"),
     ):
         q = sub.add_parser(name, help=help_, add_help=False)
         q.add_argument("rest", nargs=argparse.REMAINDER)
