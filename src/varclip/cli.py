@@ -271,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("data", ".data.emoji", "cli_data", "build data sets (emoji)"),
         ("caption", ".caption", "cli_caption", "caption an image collection (BLIP-2/BLIP or class templates)"),
         ("caption-stats", ".caption", "cli_caption_stats", "statistics of a caption manifest"),
+        ("serve", ".app", "cli_serve", "the web app (Gradio)"),
     ):
         q = sub.add_parser(name, help=help_, add_help=False)
         q.add_argument("rest", nargs=argparse.REMAINDER)
