@@ -203,6 +203,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, device=_device(args.device))
 
 
+# Commands whose own parsers live with their modules: `varclip NAME ARGS...` -> fn(ARGS).
+PASSTHROUGH: dict[str, tuple[str, str, str]] = {
+    "prompt-inspect": (".text.inspect", "cli_prompt_inspect", "word-position analysis of a caption"),
+    "data": (".data.emoji", "cli_data", "build data sets (emoji)"),
+    "caption": (".caption", "cli_caption", "caption an image collection (BLIP-2/BLIP or class templates)"),
+    "caption-stats": (".caption", "cli_caption_stats", "statistics of a caption manifest"),
+    "serve": (".app", "cli_serve", "the web app (Gradio)"),
+}
+
+
 def _passthrough(module: str, fn: str):
     def run(args: argparse.Namespace) -> int:
         import importlib
@@ -266,13 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto")
     d.set_defaults(fn=cmd_demo)
 
-    for name, module, fn, help_ in (
-        ("prompt-inspect", ".text.inspect", "cli_prompt_inspect", "word-position analysis of a caption"),
-        ("data", ".data.emoji", "cli_data", "build data sets (emoji)"),
-        ("caption", ".caption", "cli_caption", "caption an image collection (BLIP-2/BLIP or class templates)"),
-        ("caption-stats", ".caption", "cli_caption_stats", "statistics of a caption manifest"),
-        ("serve", ".app", "cli_serve", "the web app (Gradio)"),
-    ):
+    for name, (module, fn, help_) in PASSTHROUGH.items():
         q = sub.add_parser(name, help=help_, add_help=False)
         q.add_argument("rest", nargs=argparse.REMAINDER)
         q.set_defaults(fn=_passthrough(module, fn))
@@ -282,7 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] in PASSTHROUGH:  # their own parsers handle everything, --help included
+        args = argparse.Namespace(command=argv[0], rest=argv[1:], fn=_passthrough(*PASSTHROUGH[argv[0]][:2]))
+    else:
+        args = parser.parse_args(argv)
     try:
         return int(args.fn(args) or 0)
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
