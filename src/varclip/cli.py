@@ -210,6 +210,8 @@ PASSTHROUGH: dict[str, tuple[str, str, str]] = {
     "caption": (".caption", "cli_caption", "caption an image collection (BLIP-2/BLIP or class templates)"),
     "caption-stats": (".caption", "cli_caption_stats", "statistics of a caption manifest"),
     "serve": (".app", "cli_serve", "the web app (Gradio)"),
+    "eval": (".eval.cli", "cli_eval", "evaluate: fid, fid-stats, clip-score, caption-bench, tokens, recon"),
+    "sample-fid": (".eval.sample", "cli_sample_fid", "sample images for FID (sharded, resumable, .npz)"),
 }
 
 
