@@ -97,7 +97,7 @@ def tokenizer_from_official(path_or_sd: str | Path | dict, patch_nums: tuple[int
     sd = dict(sd)
     ema = sd.get("quantize.ema_vocab_hit_SV")
     if ema is not None and ema.shape[0] != len(cfg.patch_nums):  # usage stats of another schedule
-        tok.quantize.ema_vocab_hit_SV = torch.zeros_like(ema)
+        sd["quantize.ema_vocab_hit_SV"] = torch.zeros(len(cfg.patch_nums), ema.shape[1])
     _load_strict(tok, sd, "tokenizer")
     return tok.eval()
 

@@ -210,6 +210,9 @@ PASSTHROUGH: dict[str, tuple[str, str, str]] = {
     "caption": (".caption", "cli_caption", "caption an image collection (BLIP-2/BLIP or class templates)"),
     "caption-stats": (".caption", "cli_caption_stats", "statistics of a caption manifest"),
     "serve": (".app", "cli_serve", "the web app (Gradio)"),
+    "train": (".train", "cli_train", "train a generator (class or text) from a YAML recipe"),
+    "cache": (".train", "cli_cache", "precompute token pyramids and text embeddings for training"),
+    "train-tokenizer": (".train.tokenizer", "cli_train_tokenizer", "train or fine-tune the VQ tokenizer"),
     "eval": (".eval.cli", "cli_eval", "evaluate: fid, fid-stats, clip-score, caption-bench, tokens, recon"),
     "sample-fid": (".eval.sample", "cli_sample_fid", "sample images for FID (sharded, resumable, .npz)"),
 }

@@ -195,7 +195,7 @@ TOKENIZERS: dict[str, TokenizerConfig] = {
     "tiny": _tok(vocab_size=64, z_channels=8, ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1,
                  patch_nums=(1, 2, 3, 4)),
     # the embedded emoji model: 64 px, downsample 8
-    "emoji": _tok(vocab_size=1024, z_channels=16, ch=64, ch_mult=(1, 1, 2, 2), num_res_blocks=1,
+    "emoji": _tok(vocab_size=512, z_channels=16, ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1,
                   patch_nums=(1, 2, 3, 4, 6, 8)),
 }
 
@@ -216,7 +216,7 @@ TRANSFORMERS: dict[str, TransformerConfig] = {
     "tiny_text": TransformerConfig(depth=2, embed_dim=64, num_heads=2, patch_nums=(1, 2, 3, 4), vocab_size=64,
                                    z_channels=8, text_dim=384, drop_path_rate=0.0),
     "emoji": TransformerConfig(depth=6, embed_dim=256, num_heads=4, patch_nums=(1, 2, 3, 4, 6, 8),
-                               vocab_size=1024, z_channels=16, text_dim=384, drop_path_rate=0.0),
+                               vocab_size=512, z_channels=16, text_dim=384, drop_path_rate=0.0),
 }
 
 

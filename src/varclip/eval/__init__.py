@@ -1,0 +1,9 @@
+"""Evaluation. Tokenizers: PSNR, SSIM and codebook usage (`recon`, `metrics`); rFID plugs into
+`recon.ImageMetric`. Generators: FID and friends in their own modules beside these."""
+
+from .metrics import CodebookUsage, MeanMeter, gaussian_window, psnr, ssim
+from .recon import (ImageMetric, ReconResult, cli_eval_recon, evaluate_reconstruction, image_source_dataset,
+                    patch_nums_for)
+
+__all__ = ["CodebookUsage", "MeanMeter", "gaussian_window", "psnr", "ssim", "ImageMetric", "ReconResult",
+           "cli_eval_recon", "evaluate_reconstruction", "image_source_dataset", "patch_nums_for"]

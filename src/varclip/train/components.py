@@ -1,0 +1,110 @@
+"""The pieces both `varclip train` and `varclip cache` build from a TrainConfig: the transformer's
+config, the frozen tokenizer, the frozen text encoder and the image data set.
+
+Kept in one place so the cache and the trainer cannot disagree on, e.g., the crop or the scale
+schedule: a cache is only valid for the exact pipeline the trainer would run itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoints import (
+    load_tokenizer,
+    read_model_config,
+    read_official,
+    transformer_config_from_state,
+)
+from ..config import ConfigError, TransformerConfig, from_dict, named_transformer
+from ..tokenizer import VQTokenizer
+from .config import DataConfig, ModelConfig
+
+
+def transformer_config(model: ModelConfig) -> TransformerConfig:
+    """The named config with `arch` overrides, or the config of the `init_from` checkpoint."""
+    if model.init_from:
+        path = Path(model.init_from)
+        if path.is_dir():
+            cfg = from_dict(TransformerConfig, read_model_config(path).get("transformer") or {})
+        else:
+            cfg = transformer_config_from_state(read_official(path))
+        return dataclasses.replace(cfg, **model.arch) if model.arch else cfg
+    base = named_transformer(model.transformer)
+    if not model.arch:
+        return base
+    try:
+        return dataclasses.replace(base, **model.arch)
+    except TypeError as e:
+        raise ConfigError(f"model.arch: {str(e).splitlines()[0]}") from None
+
+
+def load_frozen_tokenizer(path: str, tcfg: TransformerConfig, image_size: int,
+                          device: torch.device | str = "cpu") -> VQTokenizer:
+    """The VQVAE in eval mode without gradients, checked against the transformer and image size."""
+    if not path:
+        raise ConfigError("model.tokenizer is not set: give a native tokenizer directory or an official VQVAE .pth")
+    if not Path(path).exists():
+        raise ConfigError(f"tokenizer not found: {path}")
+    tok = load_tokenizer(path, tcfg.patch_nums)
+    q = tok.quantize
+    if q.vocab_size != tcfg.vocab_size or q.channels != tcfg.z_channels:
+        raise ConfigError(f"tokenizer {path} (vocab {q.vocab_size}, Cvae {q.channels}) does not match the "
+                          f"transformer (vocab {tcfg.vocab_size}, Cvae {tcfg.z_channels})")
+    if tuple(tok.patch_nums) != tuple(tcfg.patch_nums):
+        tok.cfg = dataclasses.replace(tok.cfg, patch_nums=tuple(tcfg.patch_nums))
+    expected = tcfg.patch_nums[-1] * tok.cfg.downsample
+    if image_size != expected:
+        raise ConfigError(f"data.image_size {image_size} does not fit the scale schedule: the last patch number "
+                          f"{tcfg.patch_nums[-1]} x tokenizer downsample {tok.cfg.downsample} = {expected}")
+    tok.requires_grad_(False)
+    return tok.to(device).eval()
+
+
+def load_frozen_text_encoder(spec: str, dim: int, device: torch.device | str = "cpu") -> Any:
+    """The text encoder of a text model, checked against the transformer's text width."""
+    if not spec:
+        raise ConfigError("model.text_encoder is not set: a text model needs a spec such as 'minilm' or 'clip:PATH'")
+    from ..text import load_text_encoder
+    enc = load_text_encoder(spec, device=str(device))
+    if enc.dim != dim:
+        raise ConfigError(f"text encoder {spec!r} gives {enc.dim}-d embeddings but the transformer expects "
+                          f"text_dim {dim}")
+    return enc
+
+
+def make_image_dataset(data: DataConfig, seed: int, augment: bool) -> Any:
+    """ImageFolderDataset (class) or CaptionDataset (text). `augment` False: center crop, no flip
+    (what a cache stores); True: the configured train transform."""
+    from ..data import CaptionDataset, ImageFolderDataset
+    train = augment and data.random_crop
+    hflip = augment and data.hflip
+    if data.kind == "class":
+        if not data.root:
+            raise ConfigError("data.root is not set: class models read an image folder root/<class>/<image>")
+        return ImageFolderDataset(data.root, data.image_size, train=train, hflip=hflip, seed=seed)
+    if not data.manifest:
+        raise ConfigError("data.manifest is not set: text models read a caption manifest (jsonl, csv or txt)")
+    if not Path(data.manifest).is_file():
+        raise ConfigError(f"caption manifest not found: {data.manifest}")
+    return CaptionDataset(data.manifest, data.image_size, train=train, root=data.manifest_root or None,
+                          hflip=hflip, seed=seed, check_files=data.check_files)
+
+
+def check_model_data(tcfg: TransformerConfig, kind: str, num_classes: int = 0) -> None:
+    """One-line errors for a model that cannot learn from this data."""
+    if kind == "text" and not tcfg.is_text:
+        raise ConfigError("data.kind is text but the transformer is class-conditional (set model.transformer to a "
+                          "text config or model.arch.text_dim)")
+    if kind == "class" and tcfg.is_text:
+        raise ConfigError("data.kind is class but the transformer is a text model")
+    if kind == "class" and num_classes > tcfg.num_classes:
+        raise ConfigError(f"the data has {num_classes} classes but the transformer only {tcfg.num_classes} "
+                          f"(set model.arch.num_classes)")
+
+
+__all__ = ["transformer_config", "load_frozen_tokenizer", "load_frozen_text_encoder", "make_image_dataset",
+           "check_model_data"]

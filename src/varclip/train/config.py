@@ -1,0 +1,450 @@
+"""Typed training configs: dataclasses loaded from YAML and overridden from the command line.
+
+Two layers, so that other trainers (the tokenizer trainer) can reuse the first:
+
+* Generic machinery: `build_config(cls, mapping)` turns nested dicts into nested dataclasses,
+  coercing values to the annotated types and refusing unknown keys with ONE line that names
+  the key and lists the known ones; `apply_overrides` applies dotted `key.sub=value` strings
+  (values parsed as YAML, so `[1, 2]`, `null`, `true` work, and `1e-4` becomes a float because
+  the field says so); `load_config(cls, path, overrides)` does both; `config_to_dict` goes back.
+* Reusable sections (`OptimConfig`, `ScheduleConfig`, `LoggingConfig`, `CheckpointConfig`,
+  `DistConfig`) and the generator's `TrainConfig` with its `DataConfig`, `ModelConfig`,
+  `LossConfig`.
+
+Why dataclasses rather than a free-form dict: a typo in a 200-epoch recipe must fail at start,
+not silently train with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from ..config import ConfigError
+
+T = TypeVar("T")
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+# ---------------------------------------------------------------------------- generic machinery
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """`value` as type `tp`, or a one-line ConfigError naming `where`."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        if isinstance(value, bool) and value not in args:  # YAML reads on/off/yes/no as booleans
+            words = ("on", "true", "yes") if value else ("off", "false", "no")
+            value = next((a for a in args if a in words), value)
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return build_config(tp, value, where)
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",")] if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple or tp is tuple else out
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, str)) and str(value).strip().lower() in _TRUE | _FALSE:
+            return str(value).strip().lower() in _TRUE
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                f = float(value)
+            except ValueError:
+                f = math.nan
+            if math.isfinite(f) and f.is_integer():
+                return int(f)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{where}: cannot use {value!r} as {_type_name(tp)}")
+
+
+def build_config(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> T:
+    """Nested dataclass `cls` from a mapping; unknown keys and bad values are one-line errors."""
+    data = dict(data or {})
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else str(unknown[0])
+        raise ConfigError(f"unknown config key {key!r}; {where or 'the top level'} has: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where or cls.__name__}: {str(e).splitlines()[0]}") from None
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """A dataclass config as plain YAML/JSON-friendly data (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [config_to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: config_to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'optim.lr=1e-4' -> ('optim.lr', '1e-4' parsed as YAML)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"an override must look like key.sub=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _check_key(cls: type, parts: list[str]) -> None:
+    """Refuse a dotted key that does not name a field (dict-typed fields accept any sub key)."""
+    tp: Any = cls
+    for i, part in enumerate(parts):
+        here = ".".join(parts[: i + 1])
+        if not (dataclasses.is_dataclass(tp) and isinstance(tp, type)):
+            origin = typing.get_origin(tp)
+            if origin is dict or tp is dict or tp is Any:
+                return
+            raise ConfigError(f"unknown config key {'.'.join(parts)!r}: {'.'.join(parts[:i])!r} has no sub keys")
+        names = [f.name for f in dataclasses.fields(tp)]
+        if part not in names:
+            section = ".".join(parts[:i]) or "the top level"
+            raise ConfigError(f"unknown config key {here!r}; {section} has: {', '.join(names)}")
+        tp = _hints(tp)[part]
+        if typing.get_origin(tp) in (Union, types.UnionType):
+            non_none = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = non_none[0] if len(non_none) == 1 else Any
+
+
+def apply_overrides(cls: type, data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set dotted keys in the plain mapping `data` (checked against `cls`); returns `data`."""
+    for text in overrides:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        _check_key(cls, parts)
+        node = data
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = node[part] = {}
+            node = nxt
+        node[parts[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level of a config must be a mapping")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Defaults <- YAML file <- dotted overrides, as a typed `cls`."""
+    data = read_yaml(path) if path else {}
+    return build_config(cls, apply_overrides(cls, data, overrides))
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------- reusable sections
+
+
+@dataclass
+class OptimConfig:
+    """AdamW as in the official recipe. Peak lr = base_lr * global_batch / lr_ref_batch unless
+    `lr` > 0 gives it directly. Weight decay only on tensors with ndim > 1 whose name contains
+    none of `no_decay_keys` (positions, levels, start token, gammas, ada_gss, scale_mul)."""
+
+    base_lr: float = 1e-4
+    lr: float = 0.0
+    lr_ref_batch: int = 256
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.05
+    no_decay_keys: list[str] = field(default_factory=lambda: [
+        "pos_start", "pos_1LC", "lvl_embed", "gamma", "ada_gss", "scale_mul"])
+    grad_clip: float = 2.0  # <= 0: off (the norm is still measured and logged)
+    fused: bool = False  # fused AdamW kernel (CUDA)
+
+    def __post_init__(self) -> None:
+        if self.base_lr <= 0 and self.lr <= 0:
+            raise ConfigError("optim: base_lr or lr must be > 0")
+        if self.lr_ref_batch < 1:
+            raise ConfigError("optim.lr_ref_batch must be >= 1")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas must be in [0, 1), got {self.betas}")
+
+
+@dataclass
+class ScheduleConfig:
+    """Length of training and the lr factor: linear warm-up from `warmup_start`, flat for
+    `flat_fraction` of the post-warm-up steps, then linear decay to `end_factor` at the last step.
+    Official: warm-up epochs/50 (= 2 % of training), flat 5 %, end 0.1 (d16/d20) or 0.01."""
+
+    steps: int = 0  # optimizer steps; 0: from epochs
+    epochs: float = 0.0
+    warmup_steps: int = -1  # < 0: warmup_fraction of the steps
+    warmup_fraction: float = 0.02
+    warmup_start: float = 0.005
+    flat_fraction: float = 0.05
+    end_factor: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.epochs < 0:
+            raise ConfigError("schedule: steps and epochs must be >= 0")
+        if not 0 <= self.flat_fraction <= 1 or not 0 <= self.warmup_fraction < 1:
+            raise ConfigError("schedule: flat_fraction and warmup_fraction must be in [0, 1]")
+
+
+@dataclass
+class LoggingConfig:
+    """Progress bar, JSONL metrics, tensorboard scalars and periodic sample grids (rank 0)."""
+
+    log_every: int = 10  # steps between metric records
+    progress: bool = True
+    tensorboard: bool = True  # when the tensorboard package is importable
+    sample_every: int = 0  # steps between sample grids; 0: only at the end (if sample_count > 0)
+    sample_count: int = 8
+    sample_cfg: float = 4.0
+    sample_top_k: int = 900
+    sample_top_p: float = 0.95
+    sample_seed: int = 0
+    sample_classes: list[int] = field(default_factory=list)  # class models (default: 0..n-1)
+    sample_prompts: list[str] = field(default_factory=list)  # text models (default: data captions)
+
+    def __post_init__(self) -> None:
+        if self.log_every < 1:
+            raise ConfigError("logging.log_every must be >= 1")
+
+
+@dataclass
+class CheckpointConfig:
+    """Resumable checkpoints under OUT/checkpoints (atomic, the last `keep_last` kept)."""
+
+    every: int = 1000  # steps; 0: only at the end
+    keep_last: int = 3
+    resume: str = ""  # "" (fresh; refuses a non-empty run dir), "auto" (latest if any) or a path
+
+    def __post_init__(self) -> None:
+        if self.keep_last < 1:
+            raise ConfigError("checkpoint.keep_last must be >= 1")
+
+
+@dataclass
+class DistConfig:
+    """Data parallelism under torchrun. `strategy` auto: ddp with > 1 process, else none."""
+
+    strategy: Literal["auto", "none", "ddp", "fsdp"] = "auto"
+    backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
+    fsdp_reshard_after_forward: bool = True
+    timeout_minutes: float = 30.0
+
+
+# ---------------------------------------------------------------------------- generator training
+
+
+@dataclass
+class DataConfig:
+    """Where images and conditions come from.
+
+    kind "class": an ImageNet-layout folder `root/<class>/<image>`; kind "text": a caption
+    manifest (JSONL/CSV/VAR-CLIP txt). `cache_dir` holds precomputed token pyramids (and text
+    embeddings, see `varclip cache`); `use_cache` auto reads it when its index exists.
+    """
+
+    kind: Literal["class", "text"] = "class"
+    root: str = ""
+    manifest: str = ""
+    manifest_root: str = ""  # relative image paths resolve here ("" = the manifest's default)
+    image_size: int = 256
+    random_crop: bool = True  # official train transform; False: center crop (what a cache holds)
+    hflip: bool = False
+    num_workers: int = 4
+    check_files: bool = True
+    cache_dir: str = ""
+    use_cache: Literal["auto", "on", "off"] = "auto"
+    text_memo_size: int = 100_000  # distinct caption embeddings kept in memory when reading images
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise ConfigError(f"data.image_size must be >= 8, got {self.image_size}")
+        if self.num_workers < 0:
+            raise ConfigError("data.num_workers must be >= 0")
+
+
+@dataclass
+class ModelConfig:
+    """The transformer (a named config plus field overrides), the frozen tokenizer, the text
+    encoder of text models, and an optional checkpoint to start from (fine-tuning)."""
+
+    transformer: str = "d16"
+    arch: dict[str, Any] = field(default_factory=dict)  # TransformerConfig fields, e.g. num_classes
+    tokenizer: str = ""  # native model/tokenizer directory or official VQVAE .pth
+    text_encoder: str = ""  # spec, e.g. "minilm" or "clip:/path/ViT-L-14.pt"
+    init_from: str = ""  # native model directory or official transformer .pth
+
+    def __post_init__(self) -> None:
+        from ..config import TransformerConfig
+        known = {f.name for f in dataclasses.fields(TransformerConfig)}
+        unknown = sorted(set(self.arch) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key 'model.arch.{unknown[0]}'; TransformerConfig has: "
+                              f"{', '.join(sorted(known))}")
+
+
+@dataclass
+class LossConfig:
+    """Cross-entropy over all tokens (official: uniform weights, no smoothing), condition dropout
+    for classifier-free guidance, and progressive growth of the scale count."""
+
+    label_smoothing: float = 0.0
+    scale_weights: list[float] = field(default_factory=list)  # one per scale; [] = uniform per token
+    cond_drop_rate: float = 0.1
+    # bernoulli: each row independently (VAR); exact: floor(rate*B) random rows (VAR-CLIP);
+    # auto: bernoulli for class models, exact for text models
+    cond_drop_mode: Literal["auto", "bernoulli", "exact"] = "auto"
+    progressive_start_scales: int = 0  # > 0: train on this many scales first, growing to all
+    progressive_fraction: float = 0.0  # fraction of training over which growth happens
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError("loss.label_smoothing must be in [0, 1)")
+        if not 0 <= self.cond_drop_rate <= 1:
+            raise ConfigError("loss.cond_drop_rate must be in [0, 1]")
+        if any(w < 0 for w in self.scale_weights):
+            raise ConfigError("loss.scale_weights must be >= 0")
+        if not 0 <= self.progressive_fraction <= 1:
+            raise ConfigError("loss.progressive_fraction must be in [0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    """Everything `varclip train` needs. `batch_size` is the GLOBAL batch of one optimizer step
+    (all processes x accumulation), as the official recipes state it: the same config gives the
+    same optimisation on 1 or N processes."""
+
+    out_dir: str = "runs/var"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 768
+    grad_accum: int = 1
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    compile: bool = False
+    ema_decay: float = 0.0  # > 0: keep an EMA of the weights (not in the official recipe)
+    export_ema: bool = True  # the exported model uses the EMA weights when there are any
+    step_sleep_s: float = 0.0  # testing aid: sleep after each step (to interrupt a run mid-way)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("batch_size and grad_accum must be >= 1")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError("ema_decay must be in [0, 1)")
+
+
+__all__ = [
+    "ConfigError", "build_config", "config_to_dict", "parse_override", "apply_overrides", "read_yaml",
+    "load_config", "save_config", "OptimConfig", "ScheduleConfig", "LoggingConfig", "CheckpointConfig",
+    "DistConfig", "DataConfig", "ModelConfig", "LossConfig", "TrainConfig",
+]

@@ -1,0 +1,553 @@
+"""`varclip train CONFIG`: train a VAR (class) or VAR-CLIP (text) generator.
+
+One optimizer step, per micro-batch: images -> frozen tokenizer -> token pyramid (or ids read
+from a token cache) -> teacher-forcing input -> transformer logits -> cross-entropy over all
+tokens; condition dropout for classifier-free guidance; then gradient clipping, AdamW, the lr
+schedule and the optional EMA. Around it: DDP / FSDP2 under torchrun, bf16/fp16 autocast,
+gradient accumulation, atomic resumable checkpoints, metrics, sample grids, and the export of a
+native model directory that `varclip generate` loads.
+
+Determinism is a design goal, not an accident: a step's rows come from (seed, step), its
+condition-dropout mask from (seed, step) over the GLOBAL batch, and all RNG states are in the
+checkpoints. So 1 and N processes with the same global batch follow the same loss curve, and a
+killed run resumed with `--resume auto` repeats the uninterrupted run step for step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checkpoints import load_transformer, save_model_dir
+from ..config import ConfigError, SamplingConfig, TransformerConfig
+from ..model import Cond, VARTransformer
+from .batches import Batch, CachedData, ImageData, TrainData, rows_per_rank
+from .cache import TokenCache, cache_present, check_cache
+from .checkpointing import CheckpointManager, restore_rng, seed_everything
+from .components import (
+    check_model_data,
+    load_frozen_text_encoder,
+    load_frozen_tokenizer,
+    make_image_dataset,
+    transformer_config,
+)
+from .config import TrainConfig, config_to_dict, load_config, save_config
+from .distributed import (
+    DistEnv,
+    all_reduce_mean,
+    broadcast_object,
+    full_model_state,
+    full_optimizer_state,
+    init_distributed,
+    load_full_model_state,
+    load_full_optimizer_state,
+    no_grad_sync,
+    resolve_strategy,
+    shutdown,
+    wrap_model,
+)
+from .ema import EMA
+from .logging import RunLogger
+from .losses import drop_mask, scale_index, scales_at, token_loss
+from .optim import LRSchedule, build_optimizer, clip_grad_norm, peak_lr
+
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_PREFIX = "model."
+
+
+class CondDropNet(nn.Module):
+    """The module that is trained (and wrapped by DDP / sharded by FSDP): it swaps the dropped
+    rows' condition for the null condition, then runs the transformer.
+
+    The swap is done with `torch.where` even when no row is dropped, so the null parameters
+    (VAR-CLIP's `noise`) are always part of the graph: DDP and FSDP need every rank to produce
+    the same set of gradients, and a text batch may drop no row on one rank.
+    """
+
+    def __init__(self, model: VARTransformer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, cond: Cond, x_in: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        cond = cond.where(drop, self.model.cond.null(x_in.shape[0], x_in.device))
+        return self.model(cond, x_in)
+
+
+def _strip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(_PREFIX): v for k, v in sd.items()}
+
+
+def _prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {_PREFIX + k: v for k, v in sd.items()}
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    model_dir: Path | None
+    steps: int
+    last_loss: float | None
+
+
+class GeneratorTrainer:
+    """Builds everything from a TrainConfig in __init__; `run()` trains and exports."""
+
+    def __init__(self, cfg: TrainConfig, env: DistEnv):
+        self.cfg, self.env = cfg, env
+        self.device = env.device
+        self.out = Path(cfg.out_dir)
+        self.tcfg: TransformerConfig = transformer_config(cfg.model)
+        self.patch_nums = tuple(self.tcfg.patch_nums)
+        self.rows, self.micro = rows_per_rank(cfg, env)
+        self.data = self._build_data()
+        check_model_data(self.tcfg, self.data.kind, self.data.num_classes)
+        sch = cfg.schedule
+        if sch.steps == 0 and sch.epochs == 0:
+            raise ConfigError("set schedule.steps or schedule.epochs")
+        self.total = sch.steps or max(1, math.ceil(sch.epochs * self.data.steps_per_epoch))
+        self._frozen_parts()
+        self._build_model()
+        self.schedule = LRSchedule.from_config(cfg.schedule, self.total)
+        self.autocast_dtype = AUTOCAST[cfg.precision]
+        self.scaler = self._grad_scaler() if cfg.precision == "fp16" else None
+        self.ema = EMA(self.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.lvl = scale_index(self.patch_nums).to(self.device)
+        w = cfg.loss.scale_weights
+        if w and len(w) != len(self.patch_nums):
+            raise ConfigError(f"loss.scale_weights has {len(w)} values but the model has {len(self.patch_nums)} scales")
+        self.scale_weights = torch.tensor(w, dtype=torch.float32, device=self.device) if w else None
+        mode = cfg.loss.cond_drop_mode
+        self.drop_mode = mode if mode != "auto" else ("exact" if self.data.kind == "text" else "bernoulli")
+        self.ckpt = CheckpointManager(self.out / "checkpoints", cfg.checkpoint.keep_last, env)
+        self._full_tok = None
+        self._eval_model: VARTransformer | None = None
+        self._text_memo: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ construction
+    def _build_data(self) -> TrainData:
+        cfg, env = self.cfg, self.env
+        d = cfg.data
+        use = d.use_cache != "off" and bool(d.cache_dir) and (d.use_cache == "on" or cache_present(d.cache_dir))
+        if d.use_cache == "on" and not cache_present(d.cache_dir):
+            raise ConfigError(f"data.use_cache is on but there is no token cache at {d.cache_dir or '(unset)'}; "
+                              f"build it with `varclip cache CONFIG`")
+        self.cache: TokenCache | None = None
+        if use:
+            self.cache = TokenCache(d.cache_dir)
+            check_cache(self.cache.index, cfg, self.patch_nums)
+            return CachedData(self.cache, self.rows, env, cfg.seed)
+        dataset = make_image_dataset(d, cfg.seed, augment=True)
+        return ImageData(dataset, d.kind, self.rows, env, cfg.seed, d.num_workers)
+
+    def _frozen_parts(self) -> None:
+        """The quantizer (always), and the VAE and text encoder when reading images."""
+        cfg = self.cfg
+        self.tokenizer = self.text_encoder = None
+        if self.cache is not None:
+            self.quantizer = self.cache.quantizer(self.device)
+            return
+        self.tokenizer = load_frozen_tokenizer(cfg.model.tokenizer, self.tcfg, cfg.data.image_size, self.device)
+        self.quantizer = self.tokenizer.quantize
+        if self.data.kind == "text":
+            self.text_encoder = load_frozen_text_encoder(cfg.model.text_encoder, self.tcfg.text_dim, self.device)
+
+    def _build_model(self) -> None:
+        cfg, env = self.cfg, self.env
+        seed_everything(cfg.seed)  # same initial weights on every rank
+        if cfg.model.init_from:
+            model = load_transformer(cfg.model.init_from)
+            if model.cfg != self.tcfg:
+                model = self._rebuild_like(model)
+        else:
+            model = VARTransformer(self.tcfg)
+        self.model = model.to(self.device).train()
+        self.net = CondDropNet(self.model)
+        self.strategy = resolve_strategy(cfg.dist.strategy, env)
+        self.train_module = wrap_model(self.net, env, self.strategy, shard_units=list(self.model.blocks),
+                                       reshard_after_forward=cfg.dist.fsdp_reshard_after_forward)
+        self.step_module = torch.compile(self.train_module) if cfg.compile else self.train_module
+        self.optimizer = build_optimizer(self.net, cfg.optim, cfg.batch_size)
+        self.peak_lr = peak_lr(cfg.optim, cfg.batch_size)
+
+    def _rebuild_like(self, loaded: VARTransformer) -> VARTransformer:
+        """init_from with arch overrides: same tensors where shapes agree (e.g. new drop rates)."""
+        model = VARTransformer(self.tcfg)
+        own = model.state_dict()
+        src = loaded.state_dict()
+        bad = [k for k in own if k not in src or src[k].shape != own[k].shape]
+        if bad:
+            raise ConfigError(f"model.init_from does not fit model.arch: {len(bad)} tensors differ, e.g. {bad[0]}")
+        model.load_state_dict(src)
+        return model
+
+    def _grad_scaler(self) -> Any:
+        if self.strategy == "fsdp":
+            from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+            return ShardedGradScaler(self.device.type)
+        return torch.amp.GradScaler(self.device.type)
+
+    # ------------------------------------------------------------------ one step
+    def _tokens(self, mb: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(target ids (B, L), teacher-forcing input (B, L - p_1^2, Cvae))."""
+        pn = self.patch_nums
+        with torch.no_grad():
+            if mb.ids is not None:
+                ids = mb.ids.to(self.device, non_blocking=True)
+            else:
+                pyramid = self.tokenizer.encode(mb.images.to(self.device, non_blocking=True), pn)
+                ids = torch.cat(pyramid, dim=1)
+            pyramid = list(ids.split([p * p for p in pn], dim=1))
+            x_in = self.quantizer.teacher_forcing_input(pyramid, pn)
+        return ids, x_in
+
+    def _cond(self, mb: Batch) -> Cond:
+        if mb.labels is not None:
+            return Cond(mb.labels.to(self.device))
+        if mb.text:
+            pooled, tokens, mask = mb.text["pooled"], mb.text.get("tokens"), mb.text.get("mask")
+        else:
+            emb = self._encode_captions(mb.captions)
+            pooled, tokens, mask = emb.pooled, emb.tokens, emb.mask
+        if not self.tcfg.cross_attn or tokens is None:
+            return Cond(pooled.to(self.device))
+        return Cond(pooled.to(self.device), tokens.to(self.device), mask.to(self.device))
+
+    def _encode_captions(self, captions: list[str]) -> Any:
+        """Caption embeddings through a memo: the frozen encoder sees each distinct caption once
+        (up to data.text_memo_size of them), as every epoch repeats the same captions."""
+        from ..text import TextEmbedding
+        memo, limit = self._text_memo, self.cfg.data.text_memo_size
+        missing = [c for c in dict.fromkeys(captions) if c not in memo]
+        if missing:
+            emb = self.text_encoder.encode(missing)
+            rows = {c: emb.select([i]) for i, c in enumerate(missing)}
+            if len(memo) + len(rows) <= limit:
+                memo.update(rows)
+            else:
+                return TextEmbedding.concat([memo[c] if c in memo else rows[c] for c in captions])
+        return TextEmbedding.concat([memo[c] for c in captions])
+
+    def _autocast(self) -> Any:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        """One optimizer step on this rank's rows; returns local metric tensors (not synced)."""
+        cfg, env = self.cfg, self.env
+        K = len(self.patch_nums)
+        k_now = scales_at(step, self.total, K, cfg.loss.progressive_start_scales, cfg.loss.progressive_fraction)
+        ed = sum(p * p for p in self.patch_nums[:k_now])
+        first = self.patch_nums[0] ** 2
+        global_mask = drop_mask(self.rows * env.world_size, cfg.loss.cond_drop_rate, self.drop_mode, cfg.seed, step)
+        mask = global_mask[env.rank * self.rows:(env.rank + 1) * self.rows]
+        self.schedule.step = step
+        lr = self.schedule.apply(self.optimizer)
+        sums = torch.zeros(2 + 2 * K, device=self.device)  # loss, acc, scale losses, scale accs
+        for i in range(cfg.grad_accum):
+            lo, hi = i * self.micro, (i + 1) * self.micro
+            mb = batch.rows(lo, hi)
+            target, x_in = self._tokens(mb)
+            target, x_in = target[:, :ed], x_in[:, : ed - first]
+            cond = self._cond(mb)
+            drop = mask[lo:hi].to(self.device)
+            with no_grad_sync(self.train_module, self.strategy, skip=i < cfg.grad_accum - 1):
+                with self._autocast():
+                    logits = self.step_module(cond, x_in, drop)
+                out = token_loss(logits, target, self.lvl[:ed], K, cfg.loss.label_smoothing, self.scale_weights)
+                loss = out.loss / cfg.grad_accum
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            sums += torch.cat((out.loss.detach().view(1), out.acc.view(1), out.scale_loss.nan_to_num(0.0),
+                               out.scale_acc.nan_to_num(0.0)))
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = clip_grad_norm(self.net.parameters(), cfg.optim.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.net)
+        self.schedule.advance()
+        return {"sums": sums / cfg.grad_accum, "grad_norm": torch.tensor(grad_norm), "lr": torch.tensor(lr),
+                "scales": torch.tensor(k_now)}
+
+    def _metrics(self, local: dict[str, torch.Tensor], images_per_s: float, epoch: int) -> dict[str, Any]:
+        K = len(self.patch_nums)
+        s = all_reduce_mean(local["sums"], self.env).cpu()
+        k_now = int(local["scales"])
+        m: dict[str, Any] = {"loss": float(s[0]), "acc": float(s[1]), "lr": float(local["lr"]),
+                             "grad_norm": float(local["grad_norm"]), "images_per_s": round(images_per_s, 2),
+                             "epoch": epoch}
+        if k_now < K:
+            m["scales"] = k_now
+        for k in range(k_now):
+            m[f"scale_loss/{k:02d}"] = float(s[2 + k])
+            m[f"scale_acc/{k:02d}"] = float(s[2 + K + k])
+        if self.scaler is not None:
+            m["loss_scale"] = float(self.scaler.get_scale())
+        if self.device.type == "cuda":
+            m["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2 ** 30, 3)
+        return m
+
+    # ------------------------------------------------------------------ checkpoints
+    def _model_state(self, use_ema: bool) -> dict[str, torch.Tensor]:
+        """Full transformer state (collective); EMA values swapped in when asked and present."""
+        sd = _strip(full_model_state(self.net))
+        if use_ema and self.ema is not None:
+            ema = _strip(self.ema.state_dict())
+            if self.env.is_main:
+                sd.update(ema)
+        return sd
+
+    def save_checkpoint(self, steps_done: int, last_loss: float | None) -> None:
+        tensors = {"model": _strip(full_model_state(self.net))}
+        if self.ema is not None:
+            tensors["ema"] = _strip(self.ema.state_dict())
+        opt_state = full_optimizer_state(self.net, self.optimizer)
+        state = {
+            "optimizer": opt_state,
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "data": {"step": steps_done, "steps_per_epoch": self.data.steps_per_epoch,
+                     "global_batch": self.cfg.batch_size, "num_samples": self.data.num_samples},
+        }
+        meta = {"total_steps": self.total, "loss": last_loss, "strategy": self.strategy}
+        self.ckpt.save(steps_done, tensors if self.env.is_main else {}, state, meta)
+
+    def resume(self) -> tuple[int, list[str]]:
+        """Load the checkpoint `checkpoint.resume` names: (step to continue from, messages)."""
+        env = self.env
+        resume = self.cfg.checkpoint.resume
+        path = None
+        if env.is_main:
+            if not resume and self.ckpt.latest() is not None:
+                raise ConfigError(f"{self.out} already has checkpoints: pass --resume auto to continue, or "
+                                  f"another out_dir")
+            ck = self.ckpt.resolve(resume)
+            path = str(ck.path) if ck is not None else None
+        path = broadcast_object(path, env)
+        if path is None:
+            return 0, []
+        notes = []
+        ck = self.ckpt.resolve(path)
+        load_full_model_state(self.net, _prefix(ck.tensors("model")))
+        state = ck.trainer_state()
+        load_full_optimizer_state(self.net, self.optimizer, state["optimizer"])
+        for g in self.optimizer.param_groups:  # the lr rule of THIS config wins
+            g["peak_lr"] = self.peak_lr
+        self.schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(_prefix(ck.tensors("ema") if ck.has("ema") else ck.tensors("model")))
+        data = state["data"]
+        if data["steps_per_epoch"] != self.data.steps_per_epoch or data["global_batch"] != self.cfg.batch_size:
+            notes.append(f"warning: resuming with another data size or batch ({data}); the data order changes")
+        rng = ck.rng_state(env.rank)
+        if rng is not None:
+            restore_rng(rng)
+        notes.append(f"resumed from {ck.path} at step {ck.step}")
+        return ck.step, notes
+
+    # ------------------------------------------------------------------ samples and export
+    def full_tokenizer(self) -> Any:
+        """The whole VQVAE (for sample grids and the export), loaded on first use."""
+        if self._full_tok is None:
+            path = self.cfg.model.tokenizer or (self.cache.index.info.get("tokenizer") if self.cache else "")
+            if self.tokenizer is not None:
+                self._full_tok = self.tokenizer
+            else:
+                self._full_tok = load_frozen_tokenizer(path, self.tcfg, self.cfg.data.image_size, self.device)
+        return self._full_tok
+
+    def text_encoder_spec(self) -> str | None:
+        if not self.tcfg.is_text:
+            return None
+        return self.cfg.model.text_encoder or (self.cache.index.info.get("text_encoder") if self.cache else None)
+
+    def eval_model(self) -> VARTransformer | None:
+        """The weights to sample from, on rank 0 (None elsewhere). Collective under FSDP / EMA."""
+        if self.strategy != "fsdp" and self.ema is None:
+            return self.model if self.env.is_main else None
+        sd = self._model_state(use_ema=True)
+        if not self.env.is_main:
+            return None
+        if self._eval_model is None:
+            with torch.random.fork_rng(devices=[]):  # building must not move the training RNG
+                self._eval_model = VARTransformer(self.tcfg).to(self.device)
+        self._eval_model.load_state_dict(sd)
+        return self._eval_model.eval()
+
+    def _sample_cond(self, n: int) -> tuple[Cond, list[str]]:
+        lc = self.cfg.logging
+        if not self.tcfg.is_text:
+            num = self.data.num_classes or self.tcfg.num_classes
+            labels = lc.sample_classes or [i % num for i in range(n)]
+            return Cond(torch.tensor(labels, device=self.device)), [f"class {c}" for c in labels]
+        if not lc.sample_prompts and isinstance(self.data, CachedData):
+            text, caps = self.data.sample_text(n)
+            return self._cond(Batch(ids=torch.zeros(len(caps), 1), text=text)), caps
+        caps = lc.sample_prompts or self.data.sample_captions(n)
+        if self.text_encoder is None:
+            self.text_encoder = load_frozen_text_encoder(self.text_encoder_spec() or "", self.tcfg.text_dim,
+                                                         self.device)
+        return self._cond(Batch(ids=torch.zeros(len(caps), 1), captions=caps)), caps
+
+    def sample_grid(self, step: int) -> Path | None:
+        """Generate a grid with the current (EMA) weights; written by rank 0."""
+        lc = self.cfg.logging
+        if lc.sample_count < 1:
+            return None
+        model = self.eval_model()
+        if model is None:
+            return None
+        from ..grid import make_grid, save_image_atomic, to_pil
+        from ..sampling import generate
+        was_training = model.training
+        cond, caps = self._sample_cond(lc.sample_count)
+        sc = SamplingConfig(cfg=lc.sample_cfg, top_k=lc.sample_top_k, top_p=lc.sample_top_p, seed=lc.sample_seed)
+        model.eval()
+        try:
+            images, _, _ = generate(model, self.full_tokenizer(), cond, len(cond), sc,
+                                    autocast_dtype=self.autocast_dtype)
+        finally:
+            model.train(was_training)
+        grid = make_grid(to_pil(images), ncol=min(8, len(caps)), captions=caps, title=f"step {step}")
+        path = save_image_atomic(grid, self.out / "samples" / f"step-{step:08d}.png")
+        self.log.image("samples", grid, step)
+        return path
+
+    def export(self, steps_done: int) -> Path | None:
+        """The native model directory OUT/model (loadable by `varclip generate`)."""
+        sd = self._model_state(use_ema=self.cfg.export_ema)
+        if not self.env.is_main:
+            return None
+        with torch.random.fork_rng(devices=[]):
+            model = VARTransformer(self.tcfg)
+        model.load_state_dict(sd)
+        tok = self.full_tokenizer()
+        extra = {"training": {"steps": steps_done, "ema": bool(self.ema is not None and self.cfg.export_ema),
+                              "config": config_to_dict(self.cfg)}}
+        return save_model_dir(self.out / "model", tok, model.eval(), self.text_encoder_spec(), extra=extra)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        cfg, env = self.cfg, self.env
+        if env.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        start, notes = self.resume()
+        if env.is_main:
+            save_config(cfg, self.out / "config.yaml")
+        self.log = RunLogger(self.out, env.is_main, self.total, start, cfg.logging.progress, cfg.logging.tensorboard)
+        for note in notes:
+            self.log.write(note)
+        self.log.write(f"training {self.total} steps from step {start}: global batch {cfg.batch_size} "
+                       f"({env.world_size} x {self.rows} rows, {cfg.grad_accum} micro-batches), strategy "
+                       f"{self.strategy}, {cfg.precision}, {'token cache' if self.cache else 'images'}, "
+                       f"peak lr {self.peak_lr:.3g}")
+        last_loss, last_saved = None, start
+        t_log, n_log = time.perf_counter(), 0
+        stream = self.data.stream(start)
+        try:
+            for step in range(start, self.total):
+                batch = next(stream)
+                local = self.train_step(batch, step)
+                n_log += 1
+                done = step + 1
+                if done % cfg.logging.log_every == 0 or done == self.total:
+                    now = time.perf_counter()
+                    m = self._metrics(local, n_log * cfg.batch_size / max(now - t_log, 1e-9),
+                                      step // self.data.steps_per_epoch)
+                    t_log, n_log = now, 0
+                    last_loss = m["loss"]
+                    self.log.log(done, m)
+                    self.log.progress(1, loss=m["loss"], lr=m["lr"], img_s=m["images_per_s"])
+                else:
+                    self.log.progress(1)
+                if cfg.logging.sample_every and done % cfg.logging.sample_every == 0 and done != self.total:
+                    self.sample_grid(done)
+                if cfg.checkpoint.every and done % cfg.checkpoint.every == 0 and done != self.total:
+                    self.save_checkpoint(done, last_loss)
+                    last_saved = done
+                if cfg.step_sleep_s > 0:
+                    time.sleep(cfg.step_sleep_s)
+            if last_saved != self.total:
+                self.save_checkpoint(self.total, last_loss)
+            self.sample_grid(self.total)
+            model_dir = self.export(self.total)
+        finally:
+            self.log.close()
+        if model_dir is not None:
+            print(f"wrote {model_dir} after {self.total} steps (loss {last_loss})", flush=True)
+        return TrainResult(self.out, model_dir, self.total, last_loss)
+
+
+# ---------------------------------------------------------------------------- entry points
+
+
+def resolve_config_path(name: str) -> Path:
+    """A YAML path, or the name of a shipped recipe in ./configs (e.g. `tiny_class`)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for cand in (Path("configs") / name, Path("configs") / f"{name}.yaml"):
+        if cand.is_file():
+            return cand
+    raise ConfigError(f"config not found: {name}")
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train from a config in this process (joining torchrun's group when launched by it)."""
+    import torch.distributed as dist
+    owned = not (dist.is_available() and dist.is_initialized())
+    env = init_distributed(cfg.device, cfg.dist.backend, cfg.dist.timeout_minutes)
+    try:
+        return GeneratorTrainer(cfg, env).run()
+    finally:
+        if owned:
+            shutdown()
+
+
+def parse_train_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
+    ap = argparse.ArgumentParser(prog="varclip train", description="Train a VAR (class) or VAR-CLIP (text) generator.")
+    ap.add_argument("config", help="YAML recipe (path, or a name in ./configs such as tiny_class)")
+    ap.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 schedule.steps=100")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="an override")
+    ap.add_argument("--resume", help="auto (latest checkpoint of out_dir, if any) or a checkpoint directory")
+    ap.add_argument("--out-dir", help="run directory (checkpoints, metrics, samples, model)")
+    ap.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    args = ap.parse_args(argv)
+    extra = []
+    if args.resume is not None:
+        extra.append(f"checkpoint.resume={args.resume}")
+    if args.out_dir is not None:
+        extra.append(f"out_dir={args.out_dir}")
+    cfg = load_config(TrainConfig, resolve_config_path(args.config), [*args.overrides, *args.sets, *extra])
+    return cfg, args
+
+
+def cli_train(argv: list[str]) -> int:
+    """`varclip train CONFIG [key=value ...] [--resume auto]`; config errors are one-line ValueErrors."""
+    cfg, args = parse_train_args(argv)
+    if args.print_config:
+        import yaml
+        sys.stdout.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        return 0
+    train(cfg)
+    return 0
+
+
+__all__ = ["CondDropNet", "GeneratorTrainer", "TrainResult", "train", "cli_train", "parse_train_args",
+           "resolve_config_path"]
