@@ -6,6 +6,7 @@
     varclip eval caption-bench ...        a text model on a caption set: FID + CLIP score
     varclip eval tokens ...               per-scale teacher-forcing loss and token accuracy
     varclip eval recon ...                tokenizer reconstruction (varclip.eval.recon)
+    varclip eval faithfulness ...         prompt faithfulness by retrieval (varclip.eval.faithfulness)
 
 Every command prints a table, or JSON with ``--json -``; ``--json FILE`` writes the JSON as well.
 Errors are one-line ValueErrors (the top-level `varclip` command prints them and exits 2).
@@ -20,7 +21,7 @@ from typing import Any
 
 from .sample import cli_sample_fid  # noqa: F401 - re-exported for the top-level CLI
 
-SUBCOMMANDS = ("fid", "fid-stats", "clip-score", "caption-bench", "tokens", "recon")
+SUBCOMMANDS = ("fid", "fid-stats", "clip-score", "caption-bench", "tokens", "recon", "faithfulness")
 
 
 def _device(name: str) -> str:
@@ -237,6 +238,9 @@ COMMANDS = {"fid": cmd_fid, "fid-stats": cmd_fid_stats, "clip-score": cmd_clip_s
 def cli_eval(argv: list[str]) -> int:
     """`varclip eval SUBCOMMAND ...`: prints a table (or JSON); errors raise one-line ValueErrors."""
     argv = list(argv)
+    if argv and argv[0] == "faithfulness":
+        from .faithfulness import cli_faithfulness
+        return int(cli_faithfulness(argv[1:]) or 0)
     if argv and argv[0] == "recon":
         try:
             from .recon import cli_eval_recon
