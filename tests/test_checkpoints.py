@@ -84,3 +84,14 @@ def test_export_writes_official_buffers(tiny_pipeline, tmp_path):
     save_official(sd, tmp_path / "v.pth")
     assert set(read_official(tmp_path / "v.pth")) == set(sd)
     assert "quantize.ema_vocab_hit_SV" in tokenizer_to_official(tiny_pipeline.tokenizer)
+
+
+def test_half_precision_native_copy(tiny_pipeline, tmp_path):
+    src = save_model_dir(tmp_path / "m", tiny_pipeline.tokenizer, tiny_pipeline.transformer, text_encoder=None)
+    assert main(["convert", str(src), str(tmp_path / "h"), "--to", "native", "--dtype", "fp16"]) == 0
+    small = sum(p.stat().st_size for p in (tmp_path / "h").glob("*.safetensors"))
+    big = sum(p.stat().st_size for p in src.glob("*.safetensors"))
+    assert small < 0.6 * big
+    tok, model, _ = load_model_dir(tmp_path / "h")
+    assert model.head.weight.dtype == torch.float32
+    assert torch.allclose(model.head.weight, tiny_pipeline.transformer.head.weight, atol=1e-3)

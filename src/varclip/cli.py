@@ -156,6 +156,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
                               save_official, tokenizer_from_official, tokenizer_to_official,
                               transformer_from_official, transformer_to_official)
     src, dst = Path(args.src), Path(args.dst)
+    if src.is_dir() and args.to == "native":  # native -> native, e.g. a half-precision copy to ship
+        import torch
+        tok, model, cfg = load_model_dir(src)
+        dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+        save_model_dir(dst, tok, model, cfg.get("text_encoder"), dtype=dtype)
+        print(f"wrote native model directory {dst} ({args.dtype})")
+        return 0
+    if args.dtype != "fp32":
+        raise CheckpointError("--dtype applies to native output (--to native)")
     if src.is_dir():  # native -> official
         tok, model, _ = load_model_dir(src)
         dst.mkdir(parents=True, exist_ok=True)
@@ -264,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resolution", type=int, help="256 or 512 (default: inferred from the token count)")
     c.add_argument("--patch-nums", type=_patch_nums, help="explicit schedule, e.g. 1,2,3,4")
     c.add_argument("--text-encoder", help="text encoder spec to record for text models")
+    c.add_argument("--to", choices=["official", "native"], help="output format (default: the other one)")
+    c.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"],
+                   help="weights dtype of native output (loaded back as float32)")
     c.set_defaults(fn=cmd_convert)
 
     p = sub.add_parser("parity", help="check against golden outputs of the official code")
