@@ -30,14 +30,7 @@ def _images(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread is as fast as two, and it does not collapse
-    when other processes compete for the cores (OpenMP threads spin at every barrier)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread is fastest
 
 
 @pytest.fixture(scope="module")

@@ -127,24 +127,9 @@ def test_torchrun_environment_is_read(class_model, tmp_path, monkeypatch, capsys
     assert names == [image_name(1, 3)]
 
 
-def test_text_model_samples_captions(tmp_path):
-    from varclip.config import named_tokenizer, named_transformer
+def test_text_model_samples_captions(tmp_path, fake_text_pipeline):
     from varclip.data.captions import read_caption_manifest
-    from varclip.model import VARTransformer
-    from varclip.pipeline import VARPipeline
-    from varclip.text.encoders import TextEmbedding
-    from varclip.tokenizer import VQTokenizer
-
-    class FakeEncoder:
-        identity, dim = "fake", 384
-
-        def encode(self, texts, allow_empty=False):
-            rows = [torch.randn(384, generator=torch.Generator().manual_seed(sum(map(ord, t)))) for t in texts]
-            return TextEmbedding(torch.nn.functional.normalize(torch.stack(rows), dim=-1))
-
-    torch.manual_seed(0)
-    pipe = VARPipeline(VQTokenizer(named_tokenizer("tiny")), VARTransformer(named_transformer("tiny_text")),
-                       FakeEncoder())
+    pipe = fake_text_pipeline
     items = caption_work_list(["a red apple", "a blue car", "the sea"], per_caption=2, seed=0)
     rep = sample_to_folder(pipe, items, tmp_path / "t", SampleSettings(), batch_size=4, progress=False)
     assert rep.written == 6 and rep.complete and rep.npz

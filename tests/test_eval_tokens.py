@@ -97,23 +97,8 @@ def test_bad_data_is_refused_in_one_line(pipe_and_dir, tmp_path):
         run_token_eval(pipe, tmp_path / "missing", progress=False)
 
 
-def test_text_model_on_a_caption_manifest(tmp_path):
-    from varclip.config import named_tokenizer, named_transformer
-    from varclip.model import VARTransformer
-    from varclip.pipeline import VARPipeline
-    from varclip.text.encoders import TextEmbedding
-    from varclip.tokenizer import VQTokenizer
-
-    class FakeEncoder:
-        identity, dim = "fake", 384
-
-        def encode(self, texts, allow_empty=False):
-            rows = [torch.randn(384, generator=torch.Generator().manual_seed(sum(map(ord, t)))) for t in texts]
-            return TextEmbedding(torch.nn.functional.normalize(torch.stack(rows), dim=-1))
-
-    torch.manual_seed(0)
-    pipe = VARPipeline(VQTokenizer(named_tokenizer("tiny")), VARTransformer(named_transformer("tiny_text")),
-                       FakeEncoder())
+def test_text_model_on_a_caption_manifest(tmp_path, fake_text_pipeline):
+    pipe = fake_text_pipeline
     (tmp_path / "img").mkdir()
     lines = []
     for i in range(3):

@@ -43,14 +43,7 @@ def make_shapes(folder: Path, n: int, size: int, seed: int = 0) -> Path:
     return folder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread is as fast as two, and it does not collapse
-    when other processes compete for the cores (OpenMP threads spin at every barrier)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread is fastest
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -12,14 +12,13 @@ import sys
 import time
 
 import pytest
-from test_train_fixtures import CONFIGS, class_overrides, losses, make_data, one_thread, subprocess_env, torchrun
+from test_train_fixtures import CONFIGS, class_overrides, losses, make_data, subprocess_env, torchrun
 
 from varclip.checkpoints import load_model_dir
 from varclip.train.config import TrainConfig, load_config
 from varclip.train.generator import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-assert one_thread
 
 STEPS = 10
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from PIL import Image
-from test_train_fixtures import CONFIGS, class_overrides, losses, make_data, one_thread, text_overrides
+from test_train_fixtures import CONFIGS, class_overrides, losses, make_data, text_overrides
 
 from varclip.checkpoints import load_model_dir
 from varclip.cli import main as varclip_main
@@ -18,7 +18,6 @@ from varclip.train.config import TrainConfig, load_config
 from varclip.train.generator import cli_train, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-assert one_thread  # imported for pytest to find it
 
 
 @pytest.fixture(scope="module")

@@ -45,16 +45,26 @@ def bench_one(name: str, batch: int, train_batch: int, dtype: str, compiled: boo
     model, tok = VARTransformer(cfg).to(device).eval(), VQTokenizer(tcfg).to(device).eval()
     amp = parse_dtype(dtype)
     run_model = torch.compile(model) if compiled else model
+    if compiled:  # sampling calls the blocks one scale at a time: compile each block (dynamic lengths)
+        sampler_model = VARTransformer(cfg).to(device).eval()
+        sampler_model.load_state_dict(model.state_dict())
+        sampler_model.blocks = torch.nn.ModuleList([torch.compile(b, dynamic=True) for b in sampler_model.blocks])
+    else:
+        sampler_model = model
     cond = (Cond(torch.randn(batch, cfg.text_dim, device=device)) if cfg.is_text
             else Cond(torch.arange(batch, device=device) % cfg.num_classes))
     sc = SamplingConfig(cfg=1.5, top_k=900, top_p=0.96, seed=0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available")
     times = []
     for _ in range(repeats + 1):  # the first run warms up (and compiles)
         _sync(device)
         t = time.perf_counter()
-        generate(model, tok, cond, batch, sc, autocast_dtype=amp)
+        generate(sampler_model, tok, cond, batch, sc, autocast_dtype=amp)
         _sync(device)
         times.append(time.perf_counter() - t)
     s = min(times[1:])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -243,22 +244,17 @@ def _load_strict(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str
 # ---------------------------------------------------------------------------- native directories
 
 
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
+    """`write(tmp)` a temporary file beside `path`, then rename it over `path`: readers see the
+    old file or the new one, never a partial one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _tensors(module: torch.nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
@@ -283,11 +279,12 @@ def save_model_dir(path: str | Path, tokenizer: VQTokenizer | None = None, trans
                            "text_encoder": text_encoder}
     if extra:
         cfg.update(extra)
-    if tokenizer is not None:
-        _atomic_save(_tensors(tokenizer, dtype), path / "tokenizer.safetensors")
-    if transformer is not None:
-        _atomic_save(_tensors(transformer, dtype), path / "transformer.safetensors")
-    _atomic_write_text(json.dumps(cfg, indent=1) + "\n", path / "config.json")
+    for name, module in (("tokenizer", tokenizer), ("transformer", transformer)):
+        if module is not None:
+            tensors = _tensors(module, dtype)
+            _atomic_write(path / f"{name}.safetensors", lambda tmp: save_file(tensors, tmp))
+    text = json.dumps(cfg, indent=1) + "\n"
+    _atomic_write(path / "config.json", lambda tmp: Path(tmp).write_text(text))
     return path
 
 
@@ -334,31 +331,28 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu"
     return tok, model, cfg
 
 
+def _load_part(path: str | Path, part: str, official: Callable[[Path], Any]) -> Any:
+    """The tokenizer or transformer (`part`) of a native directory, or `official(path)` of a file."""
+    path = Path(path)
+    if not path.is_dir():
+        return official(path)
+    tok, model, _ = load_model_dir(path)
+    module = tok if part == "tokenizer" else model
+    if module is None:
+        raise CheckpointError(f"{path}: the model directory has no {part}")
+    return module
+
+
 def load_tokenizer(path: str | Path, patch_nums: tuple[int, ...] | None = None) -> VQTokenizer:
     """A tokenizer from a native directory or an official VQVAE .pth."""
-    path = Path(path)
-    if path.is_dir():
-        tok, _, _ = load_model_dir(path)
-        if tok is None:
-            raise CheckpointError(f"{path}: the model directory has no tokenizer")
-        return tok
-    return tokenizer_from_official(path, patch_nums)
+    return _load_part(path, "tokenizer", lambda p: tokenizer_from_official(p, patch_nums))
 
 
 def load_transformer(path: str | Path, resolution: int | None = None) -> VARTransformer:
-    path = Path(path)
-    if path.is_dir():
-        _, model, _ = load_model_dir(path)
-        if model is None:
-            raise CheckpointError(f"{path}: the model directory has no transformer")
-        return model
-    return transformer_from_official(path, resolution)
+    return _load_part(path, "transformer", lambda p: transformer_from_official(p, resolution))
 
 
 def save_official(sd: dict[str, torch.Tensor], path: str | Path, wrap_varclip: bool = False) -> None:
     path = Path(path)
     obj: Any = {"trainer": {"var_wo_ddp": sd}} if wrap_varclip else sd
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError
+from .errors import run_cli
 
 
 class UsageError(ValueError):
@@ -307,15 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(command=argv[0], rest=argv[1:], fn=_passthrough(*PASSTHROUGH[argv[0]][:2]))
     else:
         args = parser.parse_args(argv)
-    try:
-        return int(args.fn(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"varclip {args.command}: error: {msg}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_cli(args.fn, args, f"varclip {args.command}")
 
 
 if __name__ == "__main__":

@@ -112,7 +112,6 @@ class TransformerConfig:
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = -1.0  # < 0: the official 0.1 * depth / 24
-    cond_drop_rate: float = 0.1
     init_std: float = -1.0  # < 0: sqrt(1 / (3C))
     init_adaln: float = 0.5
     init_adaln_gamma: float = -1.0  # < 0: the official recipe by depth

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +53,7 @@ class VARPipeline:
         if q.vocab_size != transformer.cfg.vocab_size or q.channels != transformer.cfg.z_channels:
             raise ConfigError(f"tokenizer (vocab {q.vocab_size}, Cvae {q.channels}) does not match the transformer "
                               f"(vocab {transformer.cfg.vocab_size}, Cvae {transformer.cfg.z_channels})")
-        if tuple(tokenizer.patch_nums) != tuple(transformer.patch_nums):
-            tokenizer.cfg = dataclasses.replace(tokenizer.cfg, patch_nums=transformer.patch_nums)
+        tokenizer.set_schedule(transformer.patch_nums)
         self.tokenizer, self.transformer = tokenizer.eval(), transformer.eval()
         self.text_encoder_spec = text_encoder_spec
         self._text_encoder = text_encoder
@@ -182,7 +180,8 @@ class VARPipeline:
                  negative_prompt: str | Sequence[str] | None = None, num_images: int | None = None,
                  cfg: float = 4.0, cfg_schedule: Any = "linear", top_k: int = 900, top_p: float = 0.95,
                  temperature: float = 1.0, smooth: bool = False, seed: int | None = None,
-                 per_sample_seeds: bool = False, unconditional: bool = False,
+                 per_sample_seeds: bool = False, generator: torch.Generator | None = None,
+                 unconditional: bool = False,
                  callback_on_scale: Callable[[int, int, list[Image.Image]], None] | None = None,
                  return_tokens: bool = False, edit: EditSpec | None = None) -> PipelineOutput:
         """Generate images. Class models: `class_labels` (None = random classes, -1 = null);
@@ -201,7 +200,7 @@ class VARPipeline:
             raise ConfigError(f"the edit has {edit.ids[0].shape[0]} images but {n} are requested")
         ids, step = [], None
         for step in sample_scales(self.transformer, self.tokenizer, cond, n, settings, neg, edit,
-                                  self.autocast_dtype):
+                                  self.autocast_dtype, generator):
             ids.append(step.ids)
             if callback_on_scale is not None:
                 callback_on_scale(step.scale, len(self.transformer.patch_nums), self._decode(step))
@@ -245,7 +244,7 @@ class VARPipeline:
                 else:
                     pic = torch.as_tensor(mask, dtype=torch.float32)
                 keep = picture_mask(pic, side)
-        ids = self.tokenizer.encode(canvas[None].to(self.device))
+        ids = self.tokenizer.encode(canvas[None].to(self.device), self.transformer.patch_nums)
         unconditional = prompt is None and class_labels is None
         out = self(prompt=prompt, class_labels=class_labels, unconditional=unconditional,
                    edit=EditSpec(ids, keep), **kwargs)

@@ -88,9 +88,14 @@ def filter_logits_(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tens
 class _Streams:
     """Random numbers: one shared generator (official order) or one per sample."""
 
-    def __init__(self, seed: int | None, batch: int, per_sample: bool, device: torch.device):
-        self.per_sample = per_sample and seed is not None
-        if seed is None:
+    def __init__(self, seed: int | None, batch: int, per_sample: bool, device: torch.device,
+                 generator: torch.Generator | None = None):
+        self.per_sample = per_sample and seed is not None and generator is None
+        if generator is not None:  # the caller's stream, consumed in the official order
+            if generator.device.type != device.type:
+                raise ConfigError(f"the generator is on {generator.device} but the model is on {device}")
+            self.gens = [generator]
+        elif seed is None:
             self.gens: list[torch.Generator | None] = [None]
         elif self.per_sample:
             self.gens = [torch.Generator(device=device).manual_seed(seed + i) for i in range(batch)]
@@ -121,11 +126,13 @@ def _keep_mask(keep: torch.Tensor, p: int) -> torch.Tensor:
 @torch.inference_mode()
 def sample_scales(model: VARTransformer, tokenizer: VQTokenizer, cond: Cond | None, batch: int,
                   cfg: SamplingConfig, negative: Cond | None = None, edit: EditSpec | None = None,
-                  autocast_dtype: torch.dtype | None = None) -> Iterator[ScaleStep]:
+                  autocast_dtype: torch.dtype | None = None, generator: torch.Generator | None = None
+                  ) -> Iterator[ScaleStep]:
     """Draw `batch` token pyramids scale by scale; yields a ScaleStep after each scale.
 
     cond: the conditions (None: random classes for class models). negative: the unconditional
-    branch's condition (default: the model's null condition).
+    branch's condition (default: the model's null condition). generator: use this stream
+    instead of one seeded from `cfg.seed`.
     """
     device = model.pos_1LC.device
     pn, K = model.patch_nums, len(model.patch_nums)
@@ -133,7 +140,7 @@ def sample_scales(model: VARTransformer, tokenizer: VQTokenizer, cond: Cond | No
     if quant.channels != model.cfg.z_channels or quant.vocab_size != model.cfg.vocab_size:
         raise ConfigError(f"tokenizer (vocab {quant.vocab_size}, Cvae {quant.channels}) does not match the "
                           f"transformer (vocab {model.cfg.vocab_size}, Cvae {model.cfg.z_channels})")
-    streams = _Streams(cfg.seed, batch, cfg.per_sample_seeds, device)
+    streams = _Streams(cfg.seed, batch, cfg.per_sample_seeds, device, generator)
     if cond is None:
         if not hasattr(model.cond, "random"):
             raise ConfigError("a text model needs a caption (or an explicit unconditional request)")

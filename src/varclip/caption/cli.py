@@ -12,6 +12,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+from ..errors import report_error, run_cli
 from .captioners import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPLATE, make_captioner
 from .names import load_class_names
 from .run import PREFIX_FORMAT, caption_images, merge_shards
@@ -139,57 +140,55 @@ def _init_distributed(args: argparse.Namespace, world_size: int) -> bool:
 def cli_caption(argv: list[str]) -> int:
     """`varclip caption IMAGES_DIR --out captions.jsonl [--captioner blip2:DIR] ...`"""
     args = build_caption_parser().parse_args(argv)
-    try:
-        rank = args.rank if args.rank is not None else _env_int("RANK", 0)
-        world = args.world_size if args.world_size is not None else _env_int("WORLD_SIZE", 1)
-        if not Path(args.images_dir).is_dir():
-            raise NotADirectoryError(f"not a folder of images: {args.images_dir}")
-        if Path(args.out).suffix.lower() not in (".jsonl", ".json"):
-            raise ValueError(f"--out must be a .jsonl manifest, got {args.out}")
-        if args.merge_only:
-            _merge(args)
-            return 0
-        distributed = _init_distributed(args, world)
-        class_names = load_class_names(args.class_names) if args.class_names else None
-        captioner = make_captioner(
-            args.captioner, template=args.template, prompt=args.prompt,
-            num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-            min_new_tokens=args.min_new_tokens, repetition_penalty=args.repetition_penalty,
-            device=args.device, dtype=args.dtype, keep_prompt=args.keep_prompt,
-            generate_kwargs=dict(args.generate))
-        batch_size = args.batch_size or (16 if captioner.needs_images else 4096)
-        if not args.quiet and rank == 0:
-            print(f"captioner: {json.dumps(captioner.describe())}", file=sys.stderr)
-        summary = caption_images(
-            args.images_dir, args.out, captioner, batch_size=batch_size, rank=rank,
-            world_size=world, prefix_class=args.prefix_class, prefix_format=args.prefix_format,
-            class_names=class_names, limit=args.limit, loader_threads=args.loader_threads,
-            retry_failed=args.retry_failed, log_every=None if args.quiet else 30.0)
-        print(summary.line())
-        for key, error in summary.failures[:5]:
-            print(f"  failed: {key}: {error}", file=sys.stderr)
-        if args.no_merge:
-            return 0
-        if world == 1:
-            _merge(args)
-        elif distributed:
-            import torch.distributed as dist
+    return run_cli(_caption, args, "varclip caption", _ERRORS,
+                   "interrupted (the shard files are kept: run again to resume)")
 
-            dist.barrier()
-            if rank == 0:
-                _merge(args)
-            dist.destroy_process_group()
-        else:
-            print(f"rank {rank} of {world} done; when all ranks are, merge with: varclip caption "
-                  f"{args.images_dir} --out {args.out} --merge-only", file=sys.stderr)
+
+def _caption(args: argparse.Namespace) -> int:
+    """The work of `varclip caption` (cli_caption reports its errors)."""
+    rank = args.rank if args.rank is not None else _env_int("RANK", 0)
+    world = args.world_size if args.world_size is not None else _env_int("WORLD_SIZE", 1)
+    if not Path(args.images_dir).is_dir():
+        raise NotADirectoryError(f"not a folder of images: {args.images_dir}")
+    if Path(args.out).suffix.lower() not in (".jsonl", ".json"):
+        raise ValueError(f"--out must be a .jsonl manifest, got {args.out}")
+    if args.merge_only:
+        _merge(args)
         return 0
-    except _ERRORS as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"varclip caption: error: {msg}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted (the shard files are kept: run again to resume)", file=sys.stderr)
-        return 130
+    distributed = _init_distributed(args, world)
+    class_names = load_class_names(args.class_names) if args.class_names else None
+    captioner = make_captioner(
+        args.captioner, template=args.template, prompt=args.prompt,
+        num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
+        min_new_tokens=args.min_new_tokens, repetition_penalty=args.repetition_penalty,
+        device=args.device, dtype=args.dtype, keep_prompt=args.keep_prompt,
+        generate_kwargs=dict(args.generate))
+    batch_size = args.batch_size or (16 if captioner.needs_images else 4096)
+    if not args.quiet and rank == 0:
+        print(f"captioner: {json.dumps(captioner.describe())}", file=sys.stderr)
+    summary = caption_images(
+        args.images_dir, args.out, captioner, batch_size=batch_size, rank=rank,
+        world_size=world, prefix_class=args.prefix_class, prefix_format=args.prefix_format,
+        class_names=class_names, limit=args.limit, loader_threads=args.loader_threads,
+        retry_failed=args.retry_failed, log_every=None if args.quiet else 30.0)
+    print(summary.line())
+    for key, error in summary.failures[:5]:
+        print(f"  failed: {key}: {error}", file=sys.stderr)
+    if args.no_merge:
+        return 0
+    if world == 1:
+        _merge(args)
+    elif distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if rank == 0:
+            _merge(args)
+        dist.destroy_process_group()
+    else:
+        print(f"rank {rank} of {world} done; when all ranks are, merge with: varclip caption "
+              f"{args.images_dir} --out {args.out} --merge-only", file=sys.stderr)
+    return 0
 
 
 def cli_caption_stats(argv: list[str]) -> int:
@@ -210,9 +209,7 @@ def cli_caption_stats(argv: list[str]) -> int:
         class_names = load_class_names(args.class_names) if args.class_names else None
         stats = caption_stats(args.manifest, class_names=class_names, top=args.top)
     except _ERRORS as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"varclip caption-stats: error: {msg}", file=sys.stderr)
-        return 2
+        return report_error("varclip caption-stats", err)
     if args.json:
         print(json.dumps(stats, indent=2, ensure_ascii=False))
     else:

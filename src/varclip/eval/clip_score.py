@@ -6,9 +6,10 @@ CLIP kinds (the ``--clip`` spec; same syntax as text encoder specs):
   (an OpenAI TorchScript archive such as ``ViT-L-14.pt``, an open_clip ``.pt``/``.bin``/
   ``.safetensors``). The image tower (``visual.conv1``, ``class_embedding``,
   ``positional_embedding``, ``ln_pre``, ``transformer.resblocks``, ``ln_post``, ``proj``) is
-  implemented here; the text tower is `varclip.text.clip`'s. Default activation QuickGELU (what
-  OpenAI trained with; open_clip models trained with GELU want ``act=gelu``); heads default to
-  width // 64 as in CLIP (``heads``/``vheads`` for other shapes).
+  implemented here on `varclip.text.clip`'s transformer blocks (bidirectional attention); the
+  text tower is `varclip.text.clip`'s. Default activation QuickGELU (what OpenAI trained with;
+  open_clip models trained with GELU want ``act=gelu``); heads default to width // 64 as in
+  CLIP (``heads``/``vheads`` for other shapes).
 * ``hf:DIR``: a local transformers ``CLIPModel`` folder (loaded with ``local_files_only``).
 * a bare path: a folder is ``hf:``, a file ``clip:``.
 
@@ -25,7 +26,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -35,6 +36,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+
+from ..text.clip import ClipTransformer, count_blocks, default_heads, load_tower
+from .metrics import Record
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -86,70 +90,20 @@ class ClipVisionConfig:
         return self.patch * self.grid
 
 
-class _Attention(nn.Module):
-    """Bidirectional multi-head attention with OpenAI's packed in_proj (rows q, k, v)."""
-
-    def __init__(self, width: int, heads: int):
-        super().__init__()
-        if width % heads:
-            raise ClipScoreError(f"vision width {width} is not divisible by {heads} heads (pass ?vheads=N)")
-        self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.zeros(3 * width, width))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
-        self.out_proj = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, c = x.shape
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).split(c, dim=-1)
-        q, k, v = (y.view(b, t, self.heads, c // self.heads).transpose(1, 2) for y in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(y.transpose(1, 2).reshape(b, t, c))
-
-
-class _Mlp(nn.Module):
-    def __init__(self, width: int, activation: str):
-        super().__init__()
-        self.c_fc = nn.Linear(width, 4 * width)
-        self.c_proj = nn.Linear(4 * width, width)
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.c_fc(x)
-        h = h * torch.sigmoid(1.702 * h) if self.activation == "quickgelu" else F.gelu(h)
-        return self.c_proj(h)
-
-
-class _Block(nn.Module):
-    def __init__(self, cfg: ClipVisionConfig):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.width, eps=cfg.eps)
-        self.attn = _Attention(cfg.width, cfg.heads)
-        self.ln_2 = nn.LayerNorm(cfg.width, eps=cfg.eps)
-        self.mlp = _Mlp(cfg.width, cfg.activation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
-
-
-class _Resblocks(nn.Module):
-    def __init__(self, cfg: ClipVisionConfig):
-        super().__init__()
-        self.resblocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.layers))
-
-
 class ClipVisionTower(nn.Module):
     """CLIP's ViT image encoder in OpenAI's layout: (B,3,R,R) normalised -> (B, embed_dim)."""
 
     def __init__(self, cfg: ClipVisionConfig):
         super().__init__()
+        if cfg.width % cfg.heads:
+            raise ClipScoreError(f"vision width {cfg.width} is not divisible by {cfg.heads} heads (pass ?vheads=N)")
         self.config = cfg
         w = cfg.width
         self.conv1 = nn.Conv2d(3, w, cfg.patch, cfg.patch, bias=False)
         self.class_embedding = nn.Parameter(torch.zeros(w))
         self.positional_embedding = nn.Parameter(torch.zeros(cfg.grid * cfg.grid + 1, w))
         self.ln_pre = nn.LayerNorm(w, eps=cfg.eps)
-        self.transformer = _Resblocks(cfg)
+        self.transformer = ClipTransformer(cfg, causal=False)
         self.ln_post = nn.LayerNorm(w, eps=cfg.eps)
         self.proj = nn.Parameter(torch.zeros(w, cfg.embed_dim))
 
@@ -157,9 +111,7 @@ class ClipVisionTower(nn.Module):
         x = self.conv1(x.to(self.conv1.weight.dtype)).flatten(2).transpose(1, 2)  # B, g*g, w
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], 1) + self.positional_embedding.to(x.dtype)
-        x = self.ln_pre(x)
-        for block in self.transformer.resblocks:
-            x = block(x)
+        x = self.transformer(self.ln_pre(x))
         return self.ln_post(x[:, 0]) @ self.proj
 
 
@@ -187,21 +139,13 @@ def infer_vision_config(v: dict[str, torch.Tensor], heads: int | None, activatio
     grid = math.isqrt(n_pos - 1)
     if grid * grid != n_pos - 1:
         raise ClipScoreError(f"positional embedding of {n_pos} rows is not 1 + a square grid")
-    layers = len({k.split(".")[2] for k in v if k.startswith("transformer.resblocks.")})
     if heads is None:
-        if width % 64:
-            raise ClipScoreError(f"cannot infer the vision head count of width {width} (CLIP uses width // 64): "
-                                 "pass ?vheads=N")
-        heads = width // 64
-    return ClipVisionConfig(int(width), layers, int(heads), int(patch), grid, int(embed), activation)
+        heads = default_heads(int(width), "vision head count", "pass ?vheads=N", ClipScoreError)
+    return ClipVisionConfig(int(width), count_blocks(v), int(heads), int(patch), grid, int(embed), activation)
 
 
 def build_vision_tower(v: dict[str, torch.Tensor], cfg: ClipVisionConfig) -> ClipVisionTower:
-    tower = ClipVisionTower(cfg)
-    missing, unexpected = tower.load_state_dict({k: t.float() for k, t in v.items()}, strict=False)
-    if missing or unexpected:
-        raise ClipScoreError(f"CLIP image weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    return tower.eval().requires_grad_(False)
+    return load_tower(ClipVisionTower(cfg), v, "image", ClipScoreError)
 
 
 # ---------------------------------------------------------------------------- scorers
@@ -289,7 +233,7 @@ class OpenAIClipScorer(ClipScorer):
 
 class HFClipScorer(ClipScorer):
     def __init__(self, path: str | os.PathLike[str], device: str | torch.device = "cpu"):
-        from ..text.encoders import fingerprint
+        from ..text.encoders import fingerprint, quiet_transformers
         path = Path(path).expanduser()
         if not (path / "config.json").is_file():
             raise ClipScoreError(f"{path} is not a Hugging Face model folder (no config.json)")
@@ -300,22 +244,15 @@ class HFClipScorer(ClipScorer):
                                  "score needs a full CLIPModel folder")
         try:
             import transformers
-            from transformers.utils import logging as hf_logging
         except ImportError:
             raise ClipScoreError("hf: CLIP models need transformers (pip install 'transformers>=4.40')") from None
-        verbosity, bar_on = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
         try:
-            self.model, info = transformers.CLIPModel.from_pretrained(str(path), local_files_only=True,
-                                                                      output_loading_info=True)
+            with quiet_transformers():
+                self.model, info = transformers.CLIPModel.from_pretrained(str(path), local_files_only=True,
+                                                                          output_loading_info=True)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ClipScoreError(f"cannot load a CLIPModel from {path}: {first}") from None
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bar_on:
-                hf_logging.enable_progress_bar()
         missing = list(info.get("missing_keys") or [])
         if missing:
             raise ClipScoreError(f"{path} lacks {len(missing)} CLIP weights (e.g. {missing[0]})")
@@ -404,7 +341,7 @@ def load_clip_scorer(spec: str, device: str | torch.device = "cpu") -> ClipScore
 
 
 @dataclass
-class ClipScoreResult:
+class ClipScoreResult(Record):
     source: str
     clip: str
     num_pairs: int
@@ -412,9 +349,6 @@ class ClipScoreResult:
     clip_score_std: float
     cosine: float  # mean raw cosine
     notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def table(self) -> str:
         rows = [("pairs", f"{self.source} ({self.num_pairs})"), ("CLIP", self.clip),

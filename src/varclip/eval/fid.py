@@ -20,13 +20,12 @@ statistics uses the statistics for FID and the images for precision/recall.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ import torch
 from PIL import Image
 
 from .inception import FeatureExtractor
+from .metrics import Record
 
 IS_SPLIT_SIZE = 5000
 PR_K = 3
@@ -482,7 +482,7 @@ def subsample(x: np.ndarray, n: int | None, seed: int = 0) -> np.ndarray:
 
 
 @dataclass
-class FIDResult:
+class FIDResult(Record):
     ref: str
     sample: str
     num_ref: int
@@ -496,12 +496,6 @@ class FIDResult:
     recall: float | None = None
     k: int = PR_K
     notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
 
     def table(self) -> str:
         def num(v: float | None, fmt: str) -> str:

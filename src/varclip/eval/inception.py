@@ -37,11 +37,8 @@ head; its loading path (pytorch-fid names) is tested on random weights.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
-import warnings
-import zipfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..weights import file_digest, is_torchscript, torchscript_state, unwrap_state_dict
 
 INPUT_SIZE = 299
 POOL_DIM = 2048
@@ -244,35 +243,19 @@ class InceptionV3(nn.Module):
 # ---------------------------------------------------------------------------- weight files
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
-
-
 def read_inception_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The tensors of an Inception weight file (TorchScript archive or plain state dict)."""
     path = Path(path)
     if not path.is_file():
         raise InceptionError(f"Inception weights not found: {path}")
     try:
-        if _is_torchscript(path):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.jit.load is deprecated in favour of torch.export
-                return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        if is_torchscript(path):
+            return torchscript_state(path)
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any reader failure means "not a weight file we can read"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InceptionError(f"cannot read Inception weights from {path}: {first}") from None
-    while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        inner = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict)), None)
-        if inner is None:
-            break
-        obj = inner
-    if not isinstance(obj, dict):
-        raise InceptionError(f"{path} does not hold a state dict (found {type(obj).__name__})")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    return unwrap_state_dict(obj, path, InceptionError, containers=("state_dict", "model"))
 
 
 # torchvision / pytorch-fid names -> NVIDIA names, per block kind
@@ -384,19 +367,8 @@ def default_weights_path() -> Path:
                          "or pass --inception PATH")
 
 
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
 def file_sha1(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_MEMO:
-        h = hashlib.sha1()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _SHA_MEMO[key] = h.hexdigest()
-    return _SHA_MEMO[key]
+    return file_digest(path, "sha1")
 
 
 # ---------------------------------------------------------------------------- feature extractors

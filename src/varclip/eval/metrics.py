@@ -9,8 +9,10 @@ padding, so borders do not bias the score), averaged over channels and positions
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,16 @@ SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
+
+
+class Record:
+    """`to_dict` / `to_json` of a result dataclass (nested dataclasses become dicts)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -129,4 +141,4 @@ class CodebookUsage:
         return out
 
 
-__all__ = ["psnr", "ssim", "gaussian_window", "MeanMeter", "CodebookUsage"]
+__all__ = ["psnr", "ssim", "gaussian_window", "MeanMeter", "CodebookUsage", "Record"]

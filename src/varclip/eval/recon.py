@@ -9,12 +9,11 @@ which is exactly what `update` receives); nothing here depends on which metrics 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import SCHEDULES
-from .metrics import CodebookUsage, MeanMeter, psnr, ssim
+from .metrics import CodebookUsage, MeanMeter, Record, psnr, ssim
 
 log = logging.getLogger("varclip.eval")
 
@@ -76,7 +75,7 @@ class ImageMetric(Protocol):
 
 
 @dataclass
-class ReconResult:
+class ReconResult(Record):
     num_images: int
     image_size: int
     patch_nums: list[int]
@@ -87,9 +86,6 @@ class ReconResult:
     perplexity_per_scale: list[float]
     usage_any_scale: float
     extra: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, allow_nan=True)
 
     def table(self) -> str:
         """A human-readable table: summary lines, then one row per scale."""

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .metrics import Record
+
 SETTINGS_FILE = "sample_fid.json"
 ITEMS_FILE = "samples.jsonl"
 
@@ -223,7 +225,7 @@ def _npz_ok(path: Path, n: int, size: int) -> bool:
 
 
 @dataclass
-class SampleReport:
+class SampleReport(Record):
     out: str
     total: int
     rank: int
@@ -233,9 +235,6 @@ class SampleReport:
     npz: str | None = None
     complete: bool = False
     notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def summary(self) -> str:
         head = (f"rank {self.rank}/{self.world_size}: wrote {self.written} images, {self.skipped} already there "

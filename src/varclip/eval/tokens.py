@@ -10,15 +10,16 @@ instead, and ``compare_null`` both, which shows how much each scale draws on the
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from .metrics import Record
 
 
 @dataclass
@@ -35,7 +36,7 @@ class ScaleStats:
 
 
 @dataclass
-class TokenEvalResult:
+class TokenEvalResult(Record):
     data: str
     num_images: int
     patch_nums: list[int]
@@ -48,12 +49,6 @@ class TokenEvalResult:
     top5_all: float
     null: dict[str, Any] | None = None  # the same numbers under the null condition (compare_null)
     notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
 
     def table(self) -> str:
         lines = [f"data       {self.data} ({self.num_images} images)",

@@ -102,9 +102,10 @@ class ClassConditioning(nn.Module):
         v = cond.value
         if v.is_floating_point() or v.ndim != 1:
             raise ValueError("a class model is conditioned on class ids, not on text embeddings")
-        bad = v[(v < 0) | (v > self.num_classes)]
+        bad = v[(v < 0) | (v > self.num_classes)]  # num_classes itself is the null class
         if bad.numel():
-            raise ValueError(f"invalid class id {int(bad[0])}: this model has classes 0..{self.num_classes - 1}")
+            raise ValueError(f"invalid class id {int(bad[0])}: this model has classes 0..{self.num_classes - 1} "
+                             f"({self.num_classes} = null)")
 
 
 class TextConditioning(nn.Module):

@@ -10,9 +10,9 @@ File formats and why they are read the way they are:
 * ``.safetensors``: read with safetensors (no code execution possible).
 * OpenAI's TorchScript archives (``ViT-L-14.pt`` ...): ``torch.load(weights_only=True)``
   refuses them, and plain ``torch.load`` would run a full Python unpickler. We use
-  ``torch.jit.load(map_location="cpu").state_dict()``: TorchScript deserialisation is done
-  by the C++ loader, which only rebuilds TorchScript types and tensors and never calls Python
-  globals, so it is as safe as ``weights_only`` for our purpose.
+  ``torch.jit.load(map_location="cpu").state_dict()`` (`varclip.weights`): TorchScript
+  deserialisation is done by the C++ loader, which only rebuilds TorchScript types and tensors
+  and never calls Python globals, so it is as safe as ``weights_only`` for our purpose.
 * Any other ``.pt``/``.pth``/``.bin``: ``torch.load(map_location="cpu", weights_only=True)``.
 """
 
@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import json
 import pickle
-import warnings
-import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..weights import is_torchscript, torchscript_state, unwrap_state_dict
 
 Activation = Literal["gelu", "quickgelu"]
 ACTIVATIONS: tuple[str, ...] = ("gelu", "quickgelu")
@@ -52,14 +52,16 @@ class ClipTextConfig:
     eps: float = 1e-5
 
 
-class _CausalSelfAttention(nn.Module):
-    """Multi-head self-attention with OpenAI's packed ``in_proj`` (rows q, k, v)."""
+class _SelfAttention(nn.Module):
+    """Multi-head self-attention with OpenAI's packed ``in_proj`` (rows q, k, v); causal in the
+    text tower, bidirectional in the image tower (`varclip.eval.clip_score`)."""
 
-    def __init__(self, width: int, heads: int) -> None:
+    def __init__(self, width: int, heads: int, causal: bool = True) -> None:
         super().__init__()
         if width % heads:
             raise ClipLoadError(f"width {width} is not divisible by {heads} heads")
         self.heads = heads
+        self.causal = causal
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
         self.out_proj = nn.Linear(width, width)
@@ -69,8 +71,8 @@ class _CausalSelfAttention(nn.Module):
         b, t, c = x.shape
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).split(c, dim=-1)
         q, k, v = (y.view(b, t, self.heads, c // self.heads).transpose(1, 2) for y in (q, k, v))
-        # Causal: position i attends to 0..i; the default scale is 1/sqrt(head_dim) as in CLIP.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        # causal (text): position i attends to 0..i only. The default scale is 1/sqrt(head_dim), as in CLIP.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return self.out_proj(y.transpose(1, 2).reshape(b, t, c))
 
 
@@ -87,11 +89,14 @@ class _Mlp(nn.Module):
         return self.c_proj(h)
 
 
-class _Block(nn.Module):
-    def __init__(self, cfg: ClipTextConfig) -> None:
+class ResidualAttentionBlock(nn.Module):
+    """A pre-LN CLIP block; `cfg` is any tower config with width, heads, activation and eps
+    (`ClipTextConfig`, or the image tower's `ClipVisionConfig`)."""
+
+    def __init__(self, cfg: Any, causal: bool = True) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.width, eps=cfg.eps)
-        self.attn = _CausalSelfAttention(cfg.width, cfg.heads)
+        self.attn = _SelfAttention(cfg.width, cfg.heads, causal)
         self.ln_2 = nn.LayerNorm(cfg.width, eps=cfg.eps)
         self.mlp = _Mlp(cfg.width, cfg.activation)
 
@@ -100,10 +105,12 @@ class _Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class _Transformer(nn.Module):
-    def __init__(self, cfg: ClipTextConfig) -> None:
+class ClipTransformer(nn.Module):
+    """`cfg.layers` blocks under OpenAI's names (``resblocks.{i}``), shared by both CLIP towers."""
+
+    def __init__(self, cfg: Any, causal: bool = True) -> None:
         super().__init__()
-        self.resblocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.layers))
+        self.resblocks = nn.ModuleList(ResidualAttentionBlock(cfg, causal) for _ in range(cfg.layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.resblocks:
@@ -128,7 +135,7 @@ class ClipTextTower(nn.Module):
         self.config = cfg
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.randn(cfg.context_length, cfg.width) * 0.01)
-        self.transformer = _Transformer(cfg)
+        self.transformer = ClipTransformer(cfg)
         self.ln_final = nn.LayerNorm(cfg.width, eps=cfg.eps)
         self.text_projection = nn.Parameter(torch.randn(cfg.width, cfg.embed_dim) * cfg.width**-0.5)
 
@@ -152,13 +159,6 @@ class ClipTextTower(nn.Module):
 # ---------------------------------------------------------------------------- loading
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
-
-
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of one weight file, whatever its container (see the module docstring)."""
     path = Path(path)
@@ -169,10 +169,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        if _is_torchscript(path):
-            with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        if is_torchscript(path):
+            return torchscript_state(path)
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except ClipLoadError:
         raise
@@ -183,15 +181,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except Exception as e:  # noqa: BLE001 - any reader failure means "not a weight file we can read"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ClipLoadError(f"cannot read weights from {path}: {first}") from None
-    # Unwrap the usual training-checkpoint containers.
-    while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        inner = next((obj[k] for k in ("state_dict", "model", "module") if isinstance(obj.get(k), dict)), None)
-        if inner is None:
-            break
-        obj = inner
-    if not isinstance(obj, dict):
-        raise ClipLoadError(f"{path} does not hold a state dict (found {type(obj).__name__})")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    return unwrap_state_dict(obj, path, ClipLoadError)
 
 
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -263,25 +253,39 @@ def infer_config(sd: dict[str, torch.Tensor], *, heads: int | None = None,
     Heads cannot be seen in the tensors; CLIP itself uses width // 64, which is the default.
     """
     vocab, width = sd["token_embedding.weight"].shape
-    layers = len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")})
     if heads is None:
-        heads = width // 64
-        if heads == 0 or width % 64:
-            raise ClipLoadError(f"cannot infer the head count of width {width} (CLIP uses width // 64): "
-                               "pass heads (spec option ?heads=N)")
+        heads = default_heads(int(width), "head count", "pass heads (spec option ?heads=N)")
     return ClipTextConfig(
-        width=int(width), layers=layers, heads=int(heads), embed_dim=int(sd["text_projection"].shape[1]),
+        width=int(width), layers=count_blocks(sd), heads=int(heads), embed_dim=int(sd["text_projection"].shape[1]),
         context_length=int(sd["positional_embedding"].shape[0]), vocab_size=int(vocab),
         activation=activation, eps=eps,
     )
 
 
-def build_tower(sd: dict[str, torch.Tensor], cfg: ClipTextConfig) -> ClipTextTower:
-    tower = ClipTextTower(cfg)
+def count_blocks(sd: dict[str, torch.Tensor]) -> int:
+    """How many ``transformer.resblocks.{i}`` an OpenAI-layout tower state dict holds."""
+    return len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")})
+
+
+def default_heads(width: int, what: str, hint: str, error: type[Exception] = ClipLoadError) -> int:
+    """CLIP's head count, width // 64 (heads cannot be seen in the tensors); `hint` says how to
+    pass another count when the width is no multiple of 64."""
+    if width < 64 or width % 64:
+        raise error(f"cannot infer the {what} of width {width} (CLIP uses width // 64): {hint}")
+    return width // 64
+
+
+def load_tower(tower: nn.Module, sd: dict[str, torch.Tensor], what: str,
+               error: type[Exception] = ClipLoadError) -> nn.Module:
+    """`tower` holding exactly the tensors of `sd` (as float32), frozen in eval mode."""
     missing, unexpected = tower.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
     if missing or unexpected:
-        raise ClipLoadError(f"CLIP text weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise error(f"CLIP {what} weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return tower.eval().requires_grad_(False)
+
+
+def build_tower(sd: dict[str, torch.Tensor], cfg: ClipTextConfig) -> ClipTextTower:
+    return load_tower(ClipTextTower(cfg), sd, "text")
 
 
 def load_clip_text_tower(path: str | Path, *, activation: Activation = "gelu",
@@ -324,6 +328,6 @@ def with_activation(tower: ClipTextTower, activation: Activation) -> ClipTextTow
 
 __all__ = [
     "ACTIVATIONS", "Activation", "ClipLoadError", "ClipTextConfig", "ClipTextOutput", "ClipTextTower",
-    "build_tower", "extract_text_tower", "infer_config", "load_clip_text_tower", "read_state_dict",
-    "with_activation",
+    "ClipTransformer", "ResidualAttentionBlock", "build_tower", "count_blocks", "default_heads",
+    "extract_text_tower", "infer_config", "load_clip_text_tower", "load_tower", "read_state_dict", "with_activation",
 ]

@@ -19,18 +19,20 @@ Nothing here ever names a model hub id: every load is from a local path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 from urllib.parse import parse_qsl
 
 import torch
 import torch.nn.functional as F
 
+from ..weights import file_digest
 from .bpe import ClipTokenizer
 from .clip import ACTIVATIONS, ClipLoadError, ClipTextTower, load_clip_text_tower
 
@@ -143,31 +145,18 @@ class TextEncoder(ABC):
 
 # ---------------------------------------------------------------------------- fingerprints
 
-_HASH_MEMO: dict[tuple[str, int, int], str] = {}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".txt")
-
-
-def _file_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_MEMO:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _HASH_MEMO[key] = h.hexdigest()
-    return _HASH_MEMO[key]
 
 
 def fingerprint(path: Path) -> str:
     """16 hex digits of sha256 over a file, or over a folder's weight/config/tokenizer files."""
     if path.is_file():
-        return _file_sha256(path)[:16]
+        return file_digest(path)[:16]
     h = hashlib.sha256()
     for p in sorted(q for q in path.rglob("*") if q.is_file() and q.suffix in _WEIGHT_SUFFIXES):
         if p.name == "README.md":
             continue
-        h.update(str(p.relative_to(path)).encode() + b"\0" + _file_sha256(p).encode())
+        h.update(str(p.relative_to(path)).encode() + b"\0" + file_digest(p).encode())
     return h.hexdigest()[:16]
 
 
@@ -214,6 +203,24 @@ class ClipTextEncoder(TextEncoder):
 
 _CLIP_TYPES = {"clip", "clip_text_model"}
 _T5_ENCODERS = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers without its progress bar and load report (e.g. the vision keys of a full
+    CLIPModel folder, which a text encoder does not need); callers check missing weights
+    themselves. The previous settings are restored on exit."""
+    from transformers.utils import logging as hf_logging
+
+    bar_on, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar_on:
+            hf_logging.enable_progress_bar()
 
 
 def _one_line(e: BaseException) -> str:
@@ -265,19 +272,8 @@ class HFTextEncoder(TextEncoder):
         self.identity = f"{kind}:{fingerprint(path)}:norm={int(normalize)}:maxlen={self.max_length}"
 
     def _load_model(self, path: Path, model_type: str) -> tuple[torch.nn.Module, int]:
-        from transformers.utils import logging as hf_logging
-
-        # transformers draws a progress bar and logs a load report (e.g. the vision keys of a
-        # full CLIPModel folder, which we do not need); we check missing weights ourselves.
-        bar_on, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-        try:
+        with quiet_transformers():
             model, info = self._load_model_quiet(path, model_type)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bar_on:
-                hf_logging.enable_progress_bar()
         missing = list(info.get("missing_keys") or [])
         if missing:
             raise TextEncoderError(f"{path} lacks {len(missing)} weights of its text model (e.g. {missing[0]}): "

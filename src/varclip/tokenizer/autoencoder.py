@@ -67,19 +67,41 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
-def _mid(channels: int, cfg: TokenizerConfig) -> nn.Module:
-    mid = nn.Module()
-    mid.block_1 = ResBlock(channels, channels, cfg.dropout, cfg.norm_groups)
-    mid.attn_1 = AttnBlock(channels, cfg.norm_groups) if cfg.attn else nn.Identity()
-    mid.block_2 = ResBlock(channels, channels, cfg.dropout, cfg.norm_groups)
-    return mid
+class _Mid(nn.Module):
+    """ResBlock, attention (when the config has it), ResBlock at the lowest resolution."""
+
+    def __init__(self, channels: int, cfg: TokenizerConfig):
+        super().__init__()
+        self.block_1 = ResBlock(channels, channels, cfg.dropout, cfg.norm_groups)
+        self.attn_1 = AttnBlock(channels, cfg.norm_groups) if cfg.attn else nn.Identity()
+        self.block_2 = ResBlock(channels, channels, cfg.dropout, cfg.norm_groups)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(h)))
 
 
-def _level(blocks: list[nn.Module], attns: list[nn.Module]) -> nn.Module:
-    level = nn.Module()
-    level.block = nn.ModuleList(blocks)
-    level.attn = nn.ModuleList(attns)
-    return level
+class _Level(nn.Module):
+    """`count` ResBlocks (`block.<j>`) at one resolution, each followed by `attn.<j>` when `attn`;
+    the caller adds the `downsample` / `upsample` and runs it after the blocks."""
+
+    def __init__(self, cin: int, cout: int, count: int, attn: bool, cfg: TokenizerConfig):
+        super().__init__()
+        blocks, attns = [], []
+        for _ in range(count):
+            blocks.append(ResBlock(cin, cout, cfg.dropout, cfg.norm_groups))
+            cin = cout
+            if attn:
+                attns.append(AttnBlock(cin, cfg.norm_groups))
+        self.block = nn.ModuleList(blocks)
+        self.attn = nn.ModuleList(attns)
+        self.channels = cin  # of the output
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for j, block in enumerate(self.block):
+            h = block(h)
+            if len(self.attn):
+                h = self.attn[j](h)
+        return h
 
 
 class Encoder(nn.Module):
@@ -92,31 +114,22 @@ class Encoder(nn.Module):
         cin = cfg.ch
         self.down = nn.ModuleList()
         for i, mult in enumerate(cfg.ch_mult):
-            cout = cfg.ch * mult
-            blocks, attns = [], []
-            for _ in range(cfg.num_res_blocks):
-                blocks.append(ResBlock(cin, cout, cfg.dropout, g))
-                cin = cout
-                if i == n - 1 and cfg.attn:
-                    attns.append(AttnBlock(cin, g))
-            level = _level(blocks, attns)
+            level = _Level(cin, cfg.ch * mult, cfg.num_res_blocks, i == n - 1 and cfg.attn, cfg)
+            cin = level.channels
             if i != n - 1:
                 level.downsample = Downsample(cin)
             self.down.append(level)
-        self.mid = _mid(cin, cfg)
+        self.mid = _Mid(cin, cfg)
         self.norm_out = _norm(cin, g)
         self.conv_out = nn.Conv2d(cin, cfg.z_channels, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
         for level in self.down:
-            for j, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn):
-                    h = level.attn[j](h)
+            h = level(h)
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
+        h = self.mid(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -128,17 +141,11 @@ class Decoder(nn.Module):
         g, n = cfg.norm_groups, len(cfg.ch_mult)
         cin = cfg.ch * cfg.ch_mult[-1]
         self.conv_in = nn.Conv2d(cfg.z_channels, cin, 3, 1, 1)
-        self.mid = _mid(cin, cfg)
+        self.mid = _Mid(cin, cfg)
         levels: list[nn.Module] = []
         for i in reversed(range(n)):  # deepest first; stored finest-first as `up.<i>`
-            cout = cfg.ch * cfg.ch_mult[i]
-            blocks, attns = [], []
-            for _ in range(cfg.num_res_blocks + 1):
-                blocks.append(ResBlock(cin, cout, cfg.dropout, g))
-                cin = cout
-                if i == n - 1 and cfg.attn:
-                    attns.append(AttnBlock(cin, g))
-            level = _level(blocks, attns)
+            level = _Level(cin, cfg.ch * cfg.ch_mult[i], cfg.num_res_blocks + 1, i == n - 1 and cfg.attn, cfg)
+            cin = level.channels
             if i != 0:
                 level.upsample = Upsample(cin)
             levels.insert(0, level)
@@ -147,12 +154,9 @@ class Decoder(nn.Module):
         self.conv_out = nn.Conv2d(cin, cfg.in_channels, 3, 1, 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
+        h = self.mid(self.conv_in(z))
         for level in reversed(self.up):
-            for j, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn):
-                    h = level.attn[j](h)
+            h = level(h)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
         return self.conv_out(F.silu(self.norm_out(h)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -31,6 +33,22 @@ class VQTokenizer(nn.Module):
     @property
     def patch_nums(self) -> tuple[int, ...]:
         return self.cfg.patch_nums
+
+    def set_schedule(self, patch_nums: tuple[int, ...]) -> "VQTokenizer":
+        """Serve another scale schedule with the same weights (the official VAE serves 256 and
+        512 px). Usage statistics restart when the number of scales changes."""
+        patch_nums = tuple(patch_nums)
+        if patch_nums == tuple(self.patch_nums):
+            return self
+        if self.cfg.share_quant_resi == 0 and len(patch_nums) != len(self.patch_nums):
+            raise ValueError(f"this tokenizer has one phi per scale for {len(self.patch_nums)} scales; it cannot "
+                             f"serve a schedule of {len(patch_nums)} scales")
+        self.cfg = dataclasses.replace(self.cfg, patch_nums=patch_nums)
+        self.quantize.patch_nums = patch_nums
+        ema = self.quantize.ema_vocab_hit_SV
+        if ema.shape[0] != len(patch_nums):
+            self.quantize.ema_vocab_hit_SV = ema.new_zeros(len(patch_nums), ema.shape[1])
+        return self
 
     def _check_image(self, img: torch.Tensor, patch_nums: tuple[int, ...] | None) -> None:
         pn = patch_nums or self.patch_nums

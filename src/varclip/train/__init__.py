@@ -2,7 +2,8 @@
 (`varclip cache`), and generic helpers other trainers reuse: typed YAML configs with dotted
 overrides (`config`), the official AdamW recipe and lr schedule (`optim`), DDP / FSDP2 and full
 state dicts (`distributed`), atomic resumable checkpoints with RNG states (`checkpointing`),
-progress / JSONL / tensorboard logging (`logging`) and weight EMA (`ema`).
+progress / JSONL / tensorboard logging (`logging`), weight EMA (`ema`), and the run loop and
+command-line entry points every trainer shares (`runner`).
 
 Submodules are imported on demand: `import varclip.train` stays cheap.
 """

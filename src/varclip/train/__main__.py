@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import run_cli
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -17,15 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         from .cache import cli_cache as run
     else:
         from .generator import cli_train as run
-    try:
-        return run(argv)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"varclip {command}: error: {msg}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_cli(run, argv, f"varclip {command}")
 
 
 if __name__ == "__main__":

@@ -294,7 +294,7 @@ def cli_cache(argv: list[str]) -> int:
     ap.add_argument("--shard-size", type=int, default=10000, help="rows per shard file")
     ap.add_argument("--text-dtype", default="fp32", help="fp32 | fp16 | bf16 storage of caption embeddings")
     args = ap.parse_args(argv)
-    from .generator import resolve_config_path
+    from .runner import resolve_config_path
     cfg = load_config(TrainConfig, resolve_config_path(args.config), [*args.overrides, *args.sets])
     out = args.out or cfg.data.cache_dir
     if not out:

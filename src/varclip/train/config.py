@@ -240,6 +240,15 @@ def save_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
 
 
+def check_arch_keys(arch: Mapping[str, Any], cls: type, where: str) -> None:
+    """Refuse keys of an `arch` override mapping that are not fields of the dataclass `cls`."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(arch) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key '{where}.{unknown[0]}'; {cls.__name__} has: "
+                          f"{', '.join(sorted(known))}")
+
+
 # ---------------------------------------------------------------------------- reusable sections
 
 
@@ -379,11 +388,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         from ..config import TransformerConfig
-        known = {f.name for f in dataclasses.fields(TransformerConfig)}
-        unknown = sorted(set(self.arch) - known)
-        if unknown:
-            raise ConfigError(f"unknown config key 'model.arch.{unknown[0]}'; TransformerConfig has: "
-                              f"{', '.join(sorted(known))}")
+        check_arch_keys(self.arch, TransformerConfig, "model.arch")
 
 
 @dataclass
@@ -445,6 +450,6 @@ class TrainConfig:
 
 __all__ = [
     "ConfigError", "build_config", "config_to_dict", "parse_override", "apply_overrides", "read_yaml",
-    "load_config", "save_config", "OptimConfig", "ScheduleConfig", "LoggingConfig", "CheckpointConfig",
-    "DistConfig", "DataConfig", "ModelConfig", "LossConfig", "TrainConfig",
+    "load_config", "save_config", "check_arch_keys", "OptimConfig", "ScheduleConfig", "LoggingConfig",
+    "CheckpointConfig", "DistConfig", "DataConfig", "ModelConfig", "LossConfig", "TrainConfig",
 ]

@@ -16,10 +16,6 @@ killed run resumed with `--resume auto` repeats the uninterrupted run step for s
 from __future__ import annotations
 
 import argparse
-import contextlib
-import math
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +28,7 @@ from ..config import ConfigError, SamplingConfig, TransformerConfig
 from ..model import Cond, VARTransformer
 from .batches import Batch, CachedData, ImageData, TrainData, rows_per_rank
 from .cache import TokenCache, cache_present, check_cache
-from .checkpointing import CheckpointManager, restore_rng, seed_everything
+from .checkpointing import Checkpoint, CheckpointManager, seed_everything
 from .components import (
     check_model_data,
     load_frozen_text_encoder,
@@ -40,25 +36,22 @@ from .components import (
     make_image_dataset,
     transformer_config,
 )
-from .config import TrainConfig, config_to_dict, load_config, save_config
+from .config import TrainConfig
 from .distributed import (
     DistEnv,
     all_reduce_mean,
-    broadcast_object,
     full_model_state,
     full_optimizer_state,
-    init_distributed,
     load_full_model_state,
     load_full_optimizer_state,
     no_grad_sync,
     resolve_strategy,
-    shutdown,
     wrap_model,
 )
 from .ema import EMA
-from .logging import RunLogger
 from .losses import drop_mask, scale_index, scales_at, token_loss
 from .optim import LRSchedule, build_optimizer, clip_grad_norm, peak_lr
+from .runner import LoopTrainer, parse_run_args, resolve_config_path, run_trainer, total_steps, train_cli
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _PREFIX = "model."
@@ -98,8 +91,11 @@ class TrainResult:
     last_loss: float | None
 
 
-class GeneratorTrainer:
+class GeneratorTrainer(LoopTrainer):
     """Builds everything from a TrainConfig in __init__; `run()` trains and exports."""
+
+    result_type = TrainResult
+    progress_keys = {"loss": "loss", "lr": "lr", "img_s": "images_per_s"}
 
     def __init__(self, cfg: TrainConfig, env: DistEnv):
         self.cfg, self.env = cfg, env
@@ -110,10 +106,7 @@ class GeneratorTrainer:
         self.rows, self.micro = rows_per_rank(cfg, env)
         self.data = self._build_data()
         check_model_data(self.tcfg, self.data.kind, self.data.num_classes)
-        sch = cfg.schedule
-        if sch.steps == 0 and sch.epochs == 0:
-            raise ConfigError("set schedule.steps or schedule.epochs")
-        self.total = sch.steps or max(1, math.ceil(sch.epochs * self.data.steps_per_epoch))
+        self.total = total_steps(cfg.schedule, self.data.steps_per_epoch)
         self._frozen_parts()
         self._build_model()
         self.schedule = LRSchedule.from_config(cfg.schedule, self.total)
@@ -236,11 +229,6 @@ class GeneratorTrainer:
                 return TextEmbedding.concat([memo[c] if c in memo else rows[c] for c in captions])
         return TextEmbedding.concat([memo[c] for c in captions])
 
-    def _autocast(self) -> Any:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         """One optimizer step on this rank's rows; returns local metric tensors (not synced)."""
         cfg, env = self.cfg, self.env
@@ -320,30 +308,13 @@ class GeneratorTrainer:
             "optimizer": opt_state,
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-            "data": {"step": steps_done, "steps_per_epoch": self.data.steps_per_epoch,
-                     "global_batch": self.cfg.batch_size, "num_samples": self.data.num_samples},
+            "data": self._data_state(steps_done),
         }
         meta = {"total_steps": self.total, "loss": last_loss, "strategy": self.strategy}
         self.ckpt.save(steps_done, tensors if self.env.is_main else {}, state, meta)
 
-    def resume(self) -> tuple[int, list[str]]:
-        """Load the checkpoint `checkpoint.resume` names: (step to continue from, messages)."""
-        env = self.env
-        resume = self.cfg.checkpoint.resume
-        path = None
-        if env.is_main:
-            if not resume and self.ckpt.latest() is not None:
-                raise ConfigError(f"{self.out} already has checkpoints: pass --resume auto to continue, or "
-                                  f"another out_dir")
-            ck = self.ckpt.resolve(resume)
-            path = str(ck.path) if ck is not None else None
-        path = broadcast_object(path, env)
-        if path is None:
-            return 0, []
-        notes = []
-        ck = self.ckpt.resolve(path)
+    def load_checkpoint(self, ck: Checkpoint, state: dict[str, Any]) -> None:
         load_full_model_state(self.net, _prefix(ck.tensors("model")))
-        state = ck.trainer_state()
         load_full_optimizer_state(self.net, self.optimizer, state["optimizer"])
         for g in self.optimizer.param_groups:  # the lr rule of THIS config wins
             g["peak_lr"] = self.peak_lr
@@ -352,14 +323,6 @@ class GeneratorTrainer:
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             self.ema.load_state_dict(_prefix(ck.tensors("ema") if ck.has("ema") else ck.tensors("model")))
-        data = state["data"]
-        if data["steps_per_epoch"] != self.data.steps_per_epoch or data["global_batch"] != self.cfg.batch_size:
-            notes.append(f"warning: resuming with another data size or batch ({data}); the data order changes")
-        rng = ck.rng_state(env.rank)
-        if rng is not None:
-            restore_rng(rng)
-        notes.append(f"resumed from {ck.path} at step {ck.step}")
-        return ck.step, notes
 
     # ------------------------------------------------------------------ samples and export
     def full_tokenizer(self) -> Any:
@@ -405,7 +368,7 @@ class GeneratorTrainer:
                                                          self.device)
         return self._cond(Batch(ids=torch.zeros(len(caps), 1), captions=caps)), caps
 
-    def sample_grid(self, step: int) -> Path | None:
+    def preview_grid(self, step: int) -> Path | None:
         """Generate a grid with the current (EMA) weights; written by rank 0."""
         lc = self.cfg.logging
         if lc.sample_count < 1:
@@ -438,115 +401,35 @@ class GeneratorTrainer:
             model = VARTransformer(self.tcfg)
         model.load_state_dict(sd)
         tok = self.full_tokenizer()
-        extra = {"training": {"steps": steps_done, "ema": bool(self.ema is not None and self.cfg.export_ema),
-                              "config": config_to_dict(self.cfg)}}
-        return save_model_dir(self.out / "model", tok, model.eval(), self.text_encoder_spec(), extra=extra)
+        return save_model_dir(self.out / "model", tok, model.eval(), self.text_encoder_spec(),
+                              extra=self._export_extra(steps_done))
 
     # ------------------------------------------------------------------ the loop
-    def run(self) -> TrainResult:
+    def describe(self, start: int) -> str:
         cfg, env = self.cfg, self.env
-        if env.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-        start, notes = self.resume()
-        if env.is_main:
-            save_config(cfg, self.out / "config.yaml")
-        self.log = RunLogger(self.out, env.is_main, self.total, start, cfg.logging.progress, cfg.logging.tensorboard)
-        for note in notes:
-            self.log.write(note)
-        self.log.write(f"training {self.total} steps from step {start}: global batch {cfg.batch_size} "
-                       f"({env.world_size} x {self.rows} rows, {cfg.grad_accum} micro-batches), strategy "
-                       f"{self.strategy}, {cfg.precision}, {'token cache' if self.cache else 'images'}, "
-                       f"peak lr {self.peak_lr:.3g}")
-        last_loss, last_saved = None, start
-        t_log, n_log = time.perf_counter(), 0
-        stream = self.data.stream(start)
-        try:
-            for step in range(start, self.total):
-                batch = next(stream)
-                local = self.train_step(batch, step)
-                n_log += 1
-                done = step + 1
-                if done % cfg.logging.log_every == 0 or done == self.total:
-                    now = time.perf_counter()
-                    m = self._metrics(local, n_log * cfg.batch_size / max(now - t_log, 1e-9),
-                                      step // self.data.steps_per_epoch)
-                    t_log, n_log = now, 0
-                    last_loss = m["loss"]
-                    self.log.log(done, m)
-                    self.log.progress(1, loss=m["loss"], lr=m["lr"], img_s=m["images_per_s"])
-                else:
-                    self.log.progress(1)
-                if cfg.logging.sample_every and done % cfg.logging.sample_every == 0 and done != self.total:
-                    self.sample_grid(done)
-                if cfg.checkpoint.every and done % cfg.checkpoint.every == 0 and done != self.total:
-                    self.save_checkpoint(done, last_loss)
-                    last_saved = done
-                if cfg.step_sleep_s > 0:
-                    time.sleep(cfg.step_sleep_s)
-            if last_saved != self.total:
-                self.save_checkpoint(self.total, last_loss)
-            self.sample_grid(self.total)
-            model_dir = self.export(self.total)
-        finally:
-            self.log.close()
-        if model_dir is not None:
-            print(f"wrote {model_dir} after {self.total} steps (loss {last_loss})", flush=True)
-        return TrainResult(self.out, model_dir, self.total, last_loss)
+        return (f"training {self.total} steps from step {start}: global batch {cfg.batch_size} "
+                f"({env.world_size} x {self.rows} rows, {cfg.grad_accum} micro-batches), strategy "
+                f"{self.strategy}, {cfg.precision}, {'token cache' if self.cache else 'images'}, "
+                f"peak lr {self.peak_lr:.3g}")
 
 
 # ---------------------------------------------------------------------------- entry points
 
 
-def resolve_config_path(name: str) -> Path:
-    """A YAML path, or the name of a shipped recipe in ./configs (e.g. `tiny_class`)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    for cand in (Path("configs") / name, Path("configs") / f"{name}.yaml"):
-        if cand.is_file():
-            return cand
-    raise ConfigError(f"config not found: {name}")
-
-
 def train(cfg: TrainConfig) -> TrainResult:
     """Train from a config in this process (joining torchrun's group when launched by it)."""
-    import torch.distributed as dist
-    owned = not (dist.is_available() and dist.is_initialized())
-    env = init_distributed(cfg.device, cfg.dist.backend, cfg.dist.timeout_minutes)
-    try:
-        return GeneratorTrainer(cfg, env).run()
-    finally:
-        if owned:
-            shutdown()
+    return run_trainer(GeneratorTrainer, cfg)
 
 
 def parse_train_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
-    ap = argparse.ArgumentParser(prog="varclip train", description="Train a VAR (class) or VAR-CLIP (text) generator.")
-    ap.add_argument("config", help="YAML recipe (path, or a name in ./configs such as tiny_class)")
-    ap.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 schedule.steps=100")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="an override")
-    ap.add_argument("--resume", help="auto (latest checkpoint of out_dir, if any) or a checkpoint directory")
-    ap.add_argument("--out-dir", help="run directory (checkpoints, metrics, samples, model)")
-    ap.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    args = ap.parse_args(argv)
-    extra = []
-    if args.resume is not None:
-        extra.append(f"checkpoint.resume={args.resume}")
-    if args.out_dir is not None:
-        extra.append(f"out_dir={args.out_dir}")
-    cfg = load_config(TrainConfig, resolve_config_path(args.config), [*args.overrides, *args.sets, *extra])
-    return cfg, args
+    return parse_run_args(TrainConfig, argv, "varclip train", "Train a VAR (class) or VAR-CLIP (text) generator.",
+                          "tiny_class", "optim.lr=1e-4 schedule.steps=100",
+                          "checkpoints, metrics, samples, model")
 
 
 def cli_train(argv: list[str]) -> int:
     """`varclip train CONFIG [key=value ...] [--resume auto]`; config errors are one-line ValueErrors."""
-    cfg, args = parse_train_args(argv)
-    if args.print_config:
-        import yaml
-        sys.stdout.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        return 0
-    train(cfg)
-    return 0
+    return train_cli(argv, parse_train_args, train)
 
 
 __all__ = ["CondDropNet", "GeneratorTrainer", "TrainResult", "train", "cli_train", "parse_train_args",

@@ -22,11 +22,7 @@ and checkpoints hold every RNG state, so a resumed run repeats the uninterrupted
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import math
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,15 +33,13 @@ from ..checkpoints import load_tokenizer, save_model_dir
 from ..config import ConfigError, TokenizerConfig, named_tokenizer
 from ..data.images import mix_seed
 from ..tokenizer import VQTokenizer
-from .checkpointing import CheckpointManager, restore_rng, seed_everything
-from .config import (CheckpointConfig, DistConfig, LoggingConfig, OptimConfig, ScheduleConfig, config_to_dict,
-                     load_config, save_config)
+from .checkpointing import Checkpoint, CheckpointManager, seed_everything
+from .config import CheckpointConfig, DistConfig, LoggingConfig, OptimConfig, ScheduleConfig, check_arch_keys
 from .distributed import (DistEnv, all_reduce_mean, broadcast_object, full_model_state, full_optimizer_state,
-                          init_distributed, load_full_model_state, load_full_optimizer_state, resolve_strategy,
-                          shutdown, wrap_model)
+                          load_full_model_state, load_full_optimizer_state, resolve_strategy, wrap_model)
 from .ema import EMA
-from .logging import RunLogger
 from .optim import LRSchedule, build_optimizer, clip_grad_norm, peak_lr
+from .runner import LoopTrainer, parse_run_args, run_trainer, total_steps, train_cli
 from .tokenizer_losses import (PatchDiscriminator, PerceptualLoss, adaptive_gan_weight, broadcast_codebook,
                                build_perceptual_loss, gan_active, hinge_d_loss, hinge_g_loss, quantizer_residuals,
                                reseed_dead_codes)
@@ -103,11 +97,7 @@ class TokenizerModelConfig:
     codebook_init: Literal["uniform", "keep"] = "uniform"
 
     def __post_init__(self) -> None:
-        known = {f.name for f in dataclasses.fields(TokenizerConfig)}
-        unknown = sorted(set(self.arch) - known)
-        if unknown:
-            raise ConfigError(f"unknown config key 'tokenizer.arch.{unknown[0]}'; TokenizerConfig has: "
-                              f"{', '.join(sorted(known))}")
+        check_arch_keys(self.arch, TokenizerConfig, "tokenizer.arch")
 
 
 @dataclass
@@ -248,8 +238,12 @@ _LOSS_KEYS = ("loss", "l1", "l2", "perceptual", "vq", "g_loss", "gan_weight", "d
               "logits_fake")
 
 
-class TokenizerTrainer:
+class TokenizerTrainer(LoopTrainer):
     """Builds everything from a TokenizerTrainConfig; `run()` trains, checkpoints and exports."""
+
+    result_type = TokenizerTrainResult
+    log_desc = "tokenizer"
+    progress_keys = {"loss": "loss", "l1": "l1", "use": "usage/any"}
 
     def __init__(self, cfg: TokenizerTrainConfig, env: DistEnv):
         self.cfg, self.env, self.device = cfg, env, env.device
@@ -281,12 +275,9 @@ class TokenizerTrainer:
             self.perceptual = p.to(self.device) if p is not None else None
         self.ema = EMA(self.tok, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.data = self._build_data()
-        sch = cfg.schedule
-        if sch.steps == 0 and sch.epochs == 0:
-            raise ConfigError("set schedule.steps or schedule.epochs")
-        self.total = sch.steps or max(1, math.ceil(sch.epochs * self.data.steps_per_epoch))
-        self.schedule = LRSchedule.from_config(sch, self.total)
-        self.schedule_d = LRSchedule.from_config(sch, self.total)
+        self.total = total_steps(cfg.schedule, self.data.steps_per_epoch)
+        self.schedule = LRSchedule.from_config(cfg.schedule, self.total)
+        self.schedule_d = LRSchedule.from_config(cfg.schedule, self.total)
         self.autocast_dtype = AUTOCAST[cfg.precision]
         self.ckpt = CheckpointManager(self.out / "checkpoints", cfg.checkpoint.keep_last, env)
         V, K = self.tok.cfg.vocab_size, len(self.patch_nums)
@@ -309,12 +300,12 @@ class TokenizerTrainer:
         # kind "text" only means "pass the targets through untouched": we use the images alone
         return ImageData(dataset, "text", cfg.batch_size // env.world_size, env, cfg.seed, cfg.data.num_workers)
 
-    def _autocast(self) -> Any:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     # ------------------------------------------------------------------ one step
+    def step_batch(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        if self.preview is None:  # the first batch's images are the reconstruction previews
+            self.preview = batch.images[: self.cfg.logging.sample_count].clone()
+        return self.train_step(batch.images, step)
+
     def train_step(self, images: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         """One autoencoder step and (once the GAN is on) one discriminator step; local metrics."""
         cfg, L = self.cfg, self.cfg.loss
@@ -417,7 +408,7 @@ class TokenizerTrainer:
             shadow[rows.to(shadow.device)] = weight[rows].to(shadow.dtype)
         return len(dead)
 
-    def _metrics(self, local: dict[str, torch.Tensor], images_per_s: float) -> dict[str, Any]:
+    def _metrics(self, local: dict[str, torch.Tensor], images_per_s: float, epoch: int) -> dict[str, Any]:
         env = self.env
         vals = all_reduce_mean(local["losses"], env).cpu()
         m: dict[str, Any] = {k: float(v) for k, v in zip(_LOSS_KEYS, vals)}
@@ -442,6 +433,7 @@ class TokenizerTrainer:
             self.reseeded = 0
         if self.device.type == "cuda":
             m["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2 ** 30, 3)
+        m["epoch"] = epoch
         return m
 
     # ------------------------------------------------------------------ checkpoints
@@ -449,8 +441,7 @@ class TokenizerTrainer:
         tensors = {"tokenizer": full_model_state(self.tok)}
         state: dict[str, Any] = {"optimizer": full_optimizer_state(self.tok, self.optimizer),
                                  "schedule": self.schedule.state_dict(),
-                                 "data": {"step": steps_done, "steps_per_epoch": self.data.steps_per_epoch,
-                                          "global_batch": self.cfg.batch_size, "num_samples": self.data.num_samples}}
+                                 "data": self._data_state(steps_done)}
         if self.disc is not None:
             tensors["disc"] = full_model_state(self.disc)
             state["disc_optimizer"] = full_optimizer_state(self.disc, self.opt_d)
@@ -460,21 +451,7 @@ class TokenizerTrainer:
         meta = {"total_steps": self.total, "loss": last_loss, "kind": "tokenizer"}
         self.ckpt.save(steps_done, tensors if self.env.is_main else {}, state, meta)
 
-    def resume(self) -> tuple[int, list[str]]:
-        """Load the checkpoint `checkpoint.resume` names: (step to continue from, messages)."""
-        env, resume = self.env, self.cfg.checkpoint.resume
-        path = None
-        if env.is_main:
-            if not resume and self.ckpt.latest() is not None:
-                raise ConfigError(f"{self.out} already has checkpoints: pass --resume auto to continue, or "
-                                  f"another out_dir")
-            ck = self.ckpt.resolve(resume)
-            path = str(ck.path) if ck is not None else None
-        path = broadcast_object(path, env)
-        if path is None:
-            return 0, []
-        ck = self.ckpt.resolve(path)
-        state = ck.trainer_state()
+    def load_checkpoint(self, ck: Checkpoint, state: dict[str, Any]) -> None:
         load_full_model_state(self.tok, ck.tensors("tokenizer"))
         load_full_optimizer_state(self.tok, self.optimizer, state["optimizer"])
         for g in self.optimizer.param_groups:  # the lr rule of THIS config wins
@@ -488,15 +465,6 @@ class TokenizerTrainer:
             self.schedule_d.load_state_dict(state["disc_schedule"])
         if self.ema is not None:
             self.ema.load_state_dict(ck.tensors("ema") if ck.has("ema") else ck.tensors("tokenizer"))
-        notes = []
-        data = state["data"]
-        if data["steps_per_epoch"] != self.data.steps_per_epoch or data["global_batch"] != self.cfg.batch_size:
-            notes.append(f"warning: resuming with another data size or batch ({data}); the data order changes")
-        rng = ck.rng_state(env.rank)
-        if rng is not None:
-            restore_rng(rng)
-        notes.append(f"resumed from {ck.path} at step {ck.step}")
-        return ck.step, notes
 
     # ------------------------------------------------------------------ export and previews
     def export_model(self) -> VQTokenizer:
@@ -518,12 +486,10 @@ class TokenizerTrainer:
         if not self.env.is_main:
             return None
         tok = self.export_model()
-        extra = {"training": {"steps": steps_done, "ema": bool(self.ema is not None and self.cfg.export_ema),
-                              "config": config_to_dict(self.cfg)}}
-        return save_model_dir(self.out / "tokenizer", tokenizer=tok.eval(), extra=extra)
+        return save_model_dir(self.out / "tokenizer", tokenizer=tok.eval(), extra=self._export_extra(steps_done))
 
     @torch.no_grad()
-    def recon_grid(self, step: int) -> Path | None:
+    def preview_grid(self, step: int) -> Path | None:
         """Originals (top row) and reconstructions (bottom row) of a fixed preview batch."""
         n = self.cfg.logging.sample_count
         if not self.env.is_main or n < 1 or self.preview is None:
@@ -544,59 +510,12 @@ class TokenizerTrainer:
         return path
 
     # ------------------------------------------------------------------ the loop
-    def run(self) -> TokenizerTrainResult:
-        cfg, env = self.cfg, self.env
-        if env.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-        start, notes = self.resume()
-        if env.is_main:
-            save_config(cfg, self.out / "config.yaml")
-        self.log = RunLogger(self.out, env.is_main, self.total, start, cfg.logging.progress, cfg.logging.tensorboard,
-                             desc="tokenizer")
-        for note in notes:
-            self.log.write(note)
-        self.log.write(f"training the tokenizer {self.total} steps from step {start}: global batch {cfg.batch_size} "
-                       f"({env.world_size} process(es)), {self.image_size} px, scales {list(self.patch_nums)}, "
-                       f"{cfg.precision}, perceptual {'on' if self.perceptual is not None else 'off'}, "
-                       f"GAN from step {cfg.disc.start if self.disc is not None else 'never'}, lr {self.peak_lr:.3g}")
-        last_loss, last_saved = None, start
-        t_log, n_log = time.perf_counter(), 0
-        stream = self.data.stream(start)
-        model_dir = None
-        try:
-            for step in range(start, self.total):
-                batch = next(stream)
-                if self.preview is None:
-                    self.preview = batch.images[: cfg.logging.sample_count].clone()
-                local = self.train_step(batch.images, step)
-                n_log += 1
-                done = step + 1
-                if done % cfg.logging.log_every == 0 or done == self.total:
-                    now = time.perf_counter()
-                    m = self._metrics(local, n_log * cfg.batch_size / max(now - t_log, 1e-9))
-                    m["epoch"] = step // self.data.steps_per_epoch
-                    t_log, n_log = now, 0
-                    last_loss = m["loss"]
-                    self.log.log(done, m)
-                    self.log.progress(1, loss=m["loss"], l1=m["l1"], use=m["usage/any"])
-                else:
-                    self.log.progress(1)
-                if cfg.logging.sample_every and done % cfg.logging.sample_every == 0 and done != self.total:
-                    self.recon_grid(done)
-                if cfg.checkpoint.every and done % cfg.checkpoint.every == 0 and done != self.total:
-                    self.save_checkpoint(done, last_loss)
-                    last_saved = done
-                if cfg.step_sleep_s > 0:
-                    time.sleep(cfg.step_sleep_s)
-            if last_saved != self.total:
-                self.save_checkpoint(self.total, last_loss)
-            self.recon_grid(self.total)
-            model_dir = self.export(self.total)
-        finally:
-            self.log.close()
-        if model_dir is not None:
-            print(f"wrote {model_dir} after {self.total} steps (loss {last_loss})", flush=True)
-        return TokenizerTrainResult(self.out, model_dir, self.total, last_loss)
+    def describe(self, start: int) -> str:
+        cfg = self.cfg
+        return (f"training the tokenizer {self.total} steps from step {start}: global batch {cfg.batch_size} "
+                f"({self.env.world_size} process(es)), {self.image_size} px, scales {list(self.patch_nums)}, "
+                f"{cfg.precision}, perceptual {'on' if self.perceptual is not None else 'off'}, "
+                f"GAN from step {cfg.disc.start if self.disc is not None else 'never'}, lr {self.peak_lr:.3g}")
 
 
 # --------------------------------------------------------------------------- entry points
@@ -604,56 +523,19 @@ class TokenizerTrainer:
 
 def train_tokenizer(cfg: TokenizerTrainConfig) -> TokenizerTrainResult:
     """Train from a config in this process (joining torchrun's group when launched by it)."""
-    import torch.distributed as dist
-    owned = not (dist.is_available() and dist.is_initialized())
-    env = init_distributed(cfg.device, cfg.dist.backend, cfg.dist.timeout_minutes)
-    try:
-        return TokenizerTrainer(cfg, env).run()
-    finally:
-        if owned:
-            shutdown()
-
-
-def _config_path(name: str) -> Path:
-    """A YAML path, or the name of a shipped recipe in ./configs (e.g. tokenizer_tiny)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    for cand in (Path("configs") / name, Path("configs") / f"{name}.yaml"):
-        if cand.is_file():
-            return cand
-    raise ConfigError(f"config not found: {name}")
+    return run_trainer(TokenizerTrainer, cfg)
 
 
 def parse_tokenizer_args(argv: list[str]) -> tuple[TokenizerTrainConfig, argparse.Namespace]:
-    ap = argparse.ArgumentParser(prog="varclip train-tokenizer",
-                                 description="Train or fine-tune the multi-scale VQ tokenizer (VQVAE).")
-    ap.add_argument("config", help="YAML recipe (path, or a name in ./configs such as tokenizer_tiny)")
-    ap.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.source=DIR schedule.steps=100")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="an override")
-    ap.add_argument("--resume", help="auto (latest checkpoint of out_dir, if any) or a checkpoint directory")
-    ap.add_argument("--out-dir", help="run directory (checkpoints, metrics, previews, tokenizer)")
-    ap.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    args = ap.parse_args(argv)
-    extra = []
-    if args.resume is not None:
-        extra.append(f"checkpoint.resume={args.resume}")
-    if args.out_dir is not None:
-        extra.append(f"out_dir={args.out_dir}")
-    cfg = load_config(TokenizerTrainConfig, _config_path(args.config), [*args.overrides, *args.sets, *extra])
-    return cfg, args
+    return parse_run_args(TokenizerTrainConfig, argv, "varclip train-tokenizer",
+                          "Train or fine-tune the multi-scale VQ tokenizer (VQVAE).", "tokenizer_tiny",
+                          "data.source=DIR schedule.steps=100", "checkpoints, metrics, previews, tokenizer")
 
 
 def cli_train_tokenizer(argv: list[str]) -> int:
     """`varclip train-tokenizer CONFIG [key=value ...] [--resume auto]`. Config errors are
     one-line ValueErrors (ConfigError) for the caller to print."""
-    cfg, args = parse_tokenizer_args(argv)
-    if args.print_config:
-        import yaml
-        sys.stdout.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        return 0
-    train_tokenizer(cfg)
-    return 0
+    return train_cli(argv, parse_tokenizer_args, train_tokenizer)
 
 
 __all__ = ["TokenizerTrainConfig", "TokenizerDataConfig", "TokenizerModelConfig", "TokenizerLossConfig",
