@@ -80,3 +80,64 @@ def test_demo_and_bench(tmp_path):
     assert main(["bench", "--config", "tiny", "--batch", "2", "--dtype", "fp32", "--repeats", "1",
                  "--json", str(js)]) == 0
     assert '"images_per_s"' in js.read_text()
+
+
+def test_more_bad_inputs_are_one_line(tiny_dir, parity_dir, tmp_path, capsys):
+    import torch
+    from varclip.checkpoints import read_official
+    # a partial official state dict
+    sd = read_official(parity_dir / "c2i-small" / "var.pth")
+    del sd["word_embed.weight"]
+    torch.save(sd, tmp_path / "partial.pth")
+    assert main(["convert", str(tmp_path / "partial.pth"), str(tmp_path / "o"), "--vae",
+                 str(parity_dir / "c2i-small" / "vae.pth"), "--patch-nums", "1,2,3,4"]) == 2
+    assert "incomplete transformer state dict" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tiny_dir), "--class", "1", "--device", "foo", "--quiet"]) == 2
+    assert "unknown device" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tiny_dir), "--class", "1", "--cfg-schedule", "off_from:x"]) == 2
+    assert "off_from:K" in capsys.readouterr().err
+    # a config.json with a wrongly typed value
+    bad = tmp_path / "badcfg"
+    import shutil
+    shutil.copytree(tiny_dir, bad)
+    (bad / "config.json").write_text((bad / "config.json").read_text().replace('"depth": 2', '"depth": "two"'))
+    assert main(["generate", "--model", str(bad), "--class", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_convert_refuses_to_overwrite_and_mismatched_pairs(tiny_dir, parity_dir, tmp_path, capsys):
+    case = parity_dir / "c2i-small"
+    out = tmp_path / "native"
+    args = ["convert", str(case / "var.pth"), str(out), "--vae", str(case / "vae.pth"), "--patch-nums", "1,2,3,4"]
+    assert main(args) == 0
+    before = (out / "transformer.safetensors").read_bytes()
+    assert main(args) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (out / "transformer.safetensors").read_bytes() == before
+    assert main(args + ["--force"]) == 0
+    from varclip.config import TokenizerConfig
+    from varclip.checkpoints import save_official, tokenizer_to_official
+    from varclip.tokenizer import VQTokenizer
+    other = VQTokenizer(TokenizerConfig(vocab_size=32, z_channels=8, ch=32, ch_mult=(1, 2, 2, 2, 2),
+                                        num_res_blocks=1, patch_nums=(1, 2, 3, 4)))
+    save_official(tokenizer_to_official(other), tmp_path / "other_vae.pth")
+    assert main(["convert", str(case / "var.pth"), str(tmp_path / "x"), "--vae", str(tmp_path / "other_vae.pth"),
+                 "--patch-nums", "1,2,3,4"]) == 2
+    assert "does not match" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "config.json").exists()
+
+
+def test_pipeline_round_trip_gives_the_same_images(tiny_pipeline, tmp_path):
+    import numpy as np
+    import torch
+    from varclip.pipeline import VARPipeline
+    a = tiny_pipeline(class_labels=[1, 2], seed=5, smooth=True)
+    tiny_pipeline.save_pretrained(tmp_path / "p")
+    again = VARPipeline.from_pretrained(tmp_path / "p")
+    b = again(class_labels=[1, 2], seed=5, smooth=True)
+    for x, y in zip(a.images, b.images):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+    g = torch.Generator().manual_seed(5)
+    c = again(class_labels=[1, 2], generator=g, smooth=True)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.images, c.images))

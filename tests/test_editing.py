@@ -123,3 +123,18 @@ def test_edit_cli_and_bad_inputs(tiny_pipeline, tmp_path, capsys):
     assert "[0, 1]" in capsys.readouterr().err
     assert main(["edit", str(src), "--model", str(d)]) == 2
     assert "exactly one of" in capsys.readouterr().err
+
+
+def test_edit_caption_after_options(tmp_path, monkeypatch):
+    """`varclip edit IMAGE --model M --extend 1.5 "a caption"` (caption last, as in the README)."""
+    from varclip.config import named_tokenizer, named_transformer
+    from varclip.model import VARTransformer
+    from varclip.tokenizer import VQTokenizer
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    d = save_model_dir(tmp_path / "t2i", VQTokenizer(named_tokenizer("tiny")),
+                       VARTransformer(named_transformer("tiny_text")), text_encoder="minilm")
+    out = tmp_path / "e.png"
+    assert main(["edit", str(_photo(tmp_path)), "--model", str(d), "--extend", "1.5", "--n", "1",
+                 "a beach at sunset", "--out", str(out)]) == 0
+    assert out.is_file()

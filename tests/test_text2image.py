@@ -96,3 +96,13 @@ def test_prompt_inspect_cli(monkeypatch, capsys):
     assert main(["prompt-inspect", "a red apple on a table"]) == 0
     out = capsys.readouterr().out
     assert "apple" in out and "table" in out
+
+
+def test_unconditional_cli_for_text_models(text_pipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    d = save_model_dir(tmp_path / "t2i", text_pipe.tokenizer, text_pipe.transformer, text_encoder="minilm")
+    out = tmp_path / "u.png"
+    assert main(["generate", "--unconditional", "--n", "2", "--model", str(d), "--out", str(out), "--quiet"]) == 0
+    assert out.is_file()
+    assert main(["generate", "a cat", "--unconditional", "--model", str(d), "--out", str(out), "--quiet"]) == 2
+    assert main(["generate", "a cat", "--negative", "", "--model", str(d), "--out", str(out), "--quiet"]) == 2

@@ -44,8 +44,8 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, pickle with code, not a torch file
-        raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+        raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint: corrupt, not a torch file, or it "
+                              f"holds Python objects, which varclip never unpickles ({type(e).__name__})") from None
     if isinstance(obj, dict) and "trainer" in obj and isinstance(obj["trainer"], dict):
         obj = obj["trainer"].get("var_wo_ddp", obj["trainer"])
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -67,6 +67,13 @@ def kind_of(sd: dict[str, torch.Tensor]) -> str:
 def tokenizer_config_from_state(sd: dict[str, torch.Tensor], patch_nums: tuple[int, ...] | None = None
                                 ) -> TokenizerConfig:
     """Infer the VQVAE architecture from an official state dict."""
+    try:
+        return _tokenizer_config(sd, patch_nums)
+    except (KeyError, IndexError) as e:
+        raise CheckpointError(f"incomplete tokenizer state dict: missing {e}") from None
+
+
+def _tokenizer_config(sd: dict[str, torch.Tensor], patch_nums: tuple[int, ...] | None) -> TokenizerConfig:
     if kind_of(sd) != "tokenizer":
         raise CheckpointError("expected a tokenizer (VQVAE) state dict, got a transformer")
     V, Cvae = sd["quantize.embedding.weight"].shape
@@ -121,6 +128,14 @@ def transformer_config_from_state(sd: dict[str, torch.Tensor], resolution: int |
                                   patch_nums: tuple[int, ...] | None = None) -> TransformerConfig:
     """Infer depth/width/heads/shared AdaLN/vocab/condition from the tensors; the schedule from
     `patch_nums`, `resolution`, or the token count L."""
+    try:
+        return _transformer_config(sd, resolution, patch_nums)
+    except (KeyError, IndexError) as e:
+        raise CheckpointError(f"incomplete transformer state dict: missing {e}") from None
+
+
+def _transformer_config(sd: dict[str, torch.Tensor], resolution: int | None,
+                        patch_nums: tuple[int, ...] | None) -> TransformerConfig:
     if kind_of(sd) != "transformer":
         raise CheckpointError("expected a transformer state dict, got a tokenizer (VQVAE)")
     C, Cvae = sd["word_embed.weight"].shape
@@ -220,6 +235,14 @@ def transformer_to_official(model: VARTransformer) -> dict[str, torch.Tensor]:
     if missing:
         raise CheckpointError(f"internal: keys not exported: {sorted(missing)[:5]}")
     return out
+
+
+def check_compatible(tokenizer: VQTokenizer, transformer: VARTransformer) -> None:
+    """A transformer predicts codes of one codebook: vocabulary and code width must agree."""
+    q, c = tokenizer.quantize, transformer.cfg
+    if q.vocab_size != c.vocab_size or q.channels != c.z_channels:
+        raise CheckpointError(f"tokenizer (vocab {q.vocab_size}, Cvae {q.channels}) does not match the transformer "
+                              f"(vocab {c.vocab_size}, Cvae {c.z_channels})")
 
 
 # ---------------------------------------------------------------------------- strict loading

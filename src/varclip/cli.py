@@ -24,6 +24,12 @@ def _device(name: str) -> str:
     import torch
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name} requested but CUDA is not available")
     return name
 
 
@@ -63,6 +69,9 @@ def _load_pipeline(args: argparse.Namespace):
     if model is None:
         from .embedded import embedded_model_dir
         model = embedded_model_dir()
+    for what, path in (("model", model), ("VQVAE", args.vae)):
+        if path is not None and not Path(path).exists():
+            raise UsageError(f"{what} not found: {path}")
     return VARPipeline.from_pretrained(model, vae=args.vae, text_encoder=args.text_encoder,
                                        resolution=args.resolution, patch_nums=args.patch_nums,
                                        device=_device(args.device), dtype=args.dtype)
@@ -78,13 +87,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
               temperature=args.temperature, smooth=args.smooth, seed=args.seed, per_sample_seeds=args.per_sample_seeds)
     if args.n < 1:
         raise UsageError(f"--n must be >= 1, got {args.n}")
-    if pipe.is_text:
+    if args.unconditional:
+        if args.classes or any(p.strip() for p in args.prompts) or args.negative:
+            raise UsageError("--unconditional samples from the null condition: give no caption, class or negative")
+        call = dict(unconditional=True, num_images=args.n)
+        captions = None
+    elif pipe.is_text:
         if args.classes:
             raise UsageError("this is a text-to-image model: give captions, not --class")
         if not args.prompts:
             raise UsageError("give at least one caption (this is a text-to-image model)")
         if any(not p.strip() for p in args.prompts):
             raise UsageError("empty caption; use --unconditional for unconditional samples")
+        if args.negative is not None and not args.negative.strip():
+            raise UsageError("empty --negative; leave it out to use the learned null condition")
         captions = [p for p in args.prompts for _ in range(args.n)]
         call = dict(prompt=args.prompts, negative_prompt=args.negative, num_images=args.n)
     else:
@@ -94,9 +110,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise UsageError("--negative needs a text-to-image model")
         call = dict(class_labels=args.classes or None, num_images=args.n)
         captions = None
-    if args.unconditional:
-        call = dict(unconditional=True, num_images=args.n * max(1, len(args.prompts or args.classes or [1])))
-        captions = None
     t0 = time.perf_counter()
     bar = _progress(len(pipe.transformer.patch_nums), args.quiet)
     out = pipe(**call, **kw, callback_on_scale=(lambda s, k, imgs: bar.update(1)) if bar else None)
@@ -105,10 +118,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     if captions is None and not args.unconditional:
         captions = [f"class {int(c)}" for c in out.conditions]
-    title = None
-    if getattr(pipe, "model_note", None):
-        title = pipe.model_note
-    paths = save_images(out.images, args.out, captions, title)
+    paths = save_images(out.images, args.out, captions)
     print(f"wrote {len(out.images)} images to {paths[0] if len(paths) == 1 else Path(args.out)} in {dt:.1f} s")
     return 0
 
@@ -153,10 +163,15 @@ def _progress(total: int, quiet: bool):
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .checkpoints import (CheckpointError, kind_of, load_model_dir, read_official, save_model_dir,
+    from .checkpoints import (CheckpointError, check_compatible, kind_of, load_model_dir, read_official, save_model_dir,
                               save_official, tokenizer_from_official, tokenizer_to_official,
                               transformer_from_official, transformer_to_official)
     src, dst = Path(args.src), Path(args.dst)
+    if not src.exists():
+        raise CheckpointError(f"not found: {src}")
+    taken = [p for p in ("config.json", "vae.pth", "var.pth") if (dst / p).exists()]
+    if taken and not args.force:
+        raise CheckpointError(f"{dst} already holds a model ({taken[0]}); pass --force to replace it")
     if src.is_dir() and args.to == "native":  # native -> native, e.g. a half-precision copy to ship
         import torch
         tok, model, cfg = load_model_dir(src)
@@ -183,6 +198,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         tok = tokenizer_from_official(args.vae, model.patch_nums) if args.vae else None
         if tok is None:
             raise CheckpointError("converting a transformer needs its VQVAE too (--vae PATH)")
+        check_compatible(tok, model)
         save_model_dir(dst, tokenizer=tok, transformer=model, text_encoder=args.text_encoder)
     print(f"wrote native model directory {dst}")
     return 0
@@ -224,6 +240,7 @@ PASSTHROUGH: dict[str, tuple[str, str, str]] = {
     "cache": (".train", "cli_cache", "precompute token pyramids and text embeddings for training"),
     "train-tokenizer": (".train.tokenizer", "cli_train_tokenizer", "train or fine-tune the VQ tokenizer"),
     "eval": (".eval.cli", "cli_eval", "evaluate: fid, fid-stats, clip-score, caption-bench, tokens, recon"),
+    "scaling": (".eval.scaling", "cli_scaling", "train a ladder of small models and fit the scaling laws"),
     "sample-fid": (".eval.sample", "cli_sample_fid", "sample images for FID (sharded, resumable, .npz)"),
 }
 
@@ -275,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--patch-nums", type=_patch_nums, help="explicit schedule, e.g. 1,2,3,4")
     c.add_argument("--text-encoder", help="text encoder spec to record for text models")
     c.add_argument("--to", choices=["official", "native"], help="output format (default: the other one)")
+    c.add_argument("--force", action="store_true", help="replace a model already in the destination")
     c.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"],
                    help="weights dtype of native output (loaded back as float32)")
     c.set_defaults(fn=cmd_convert)
@@ -307,7 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in PASSTHROUGH:  # their own parsers handle everything, --help included
         args = argparse.Namespace(command=argv[0], rest=argv[1:], fn=_passthrough(*PASSTHROUGH[argv[0]][:2]))
     else:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # `edit IMAGE --opts "caption"`: argparse gives a positional after options to `extra`
+        if args.command == "edit" and args.prompt is None and len(extra) == 1 and not extra[0].startswith("-"):
+            args.prompt = extra[0]
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return run_cli(args.fn, args, f"varclip {args.command}")
 
 

@@ -194,8 +194,10 @@ TOKENIZERS: dict[str, TokenizerConfig] = {
     "tiny": _tok(vocab_size=64, z_channels=8, ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1,
                  patch_nums=(1, 2, 3, 4)),
     # the embedded emoji model: 64 px, downsample 8
+    # (8 GroupNorm groups: with 32 channels in 32 groups the norm would act per channel and wipe
+    # out each image's colour, which is what captions like "red apple" vs "green apple" are about)
     "emoji": _tok(vocab_size=512, z_channels=16, ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1,
-                  patch_nums=(1, 2, 3, 4, 6, 8)),
+                  patch_nums=(1, 2, 3, 4, 6, 8), norm_groups=8),
 }
 
 
@@ -242,7 +244,12 @@ def from_dict(cls: type, d: dict[str, Any]) -> Any:
     unknown = sorted(set(d) - names)
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
-    return cls(**d)
+    try:
+        return cls(**d)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"invalid {cls.__name__} values: {str(e).splitlines()[0]}") from None
 
 
 __all__ = [

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoints import CheckpointError, load_model_dir, load_tokenizer, save_model_dir, transformer_from_official
+from .checkpoints import (CheckpointError, check_compatible, load_model_dir, load_tokenizer, save_model_dir,
+                          transformer_from_official)
 from .config import ConfigError, SamplingConfig
 from .grid import to_pil
 from .model import Cond, VARTransformer
@@ -49,10 +50,7 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
 class VARPipeline:
     def __init__(self, tokenizer: VQTokenizer, transformer: VARTransformer, text_encoder: Any = None,
                  text_encoder_spec: str | None = None):
-        q = tokenizer.quantize
-        if q.vocab_size != transformer.cfg.vocab_size or q.channels != transformer.cfg.z_channels:
-            raise ConfigError(f"tokenizer (vocab {q.vocab_size}, Cvae {q.channels}) does not match the transformer "
-                              f"(vocab {transformer.cfg.vocab_size}, Cvae {transformer.cfg.z_channels})")
+        check_compatible(tokenizer, transformer)
         tokenizer.set_schedule(transformer.patch_nums)
         self.tokenizer, self.transformer = tokenizer.eval(), transformer.eval()
         self.text_encoder_spec = text_encoder_spec

@@ -58,12 +58,18 @@ def guidance_scales(cfg: float, schedule: object, num_scales: int) -> list[float
     if schedule == "constant":
         return [float(cfg)] * num_scales
     if isinstance(schedule, str) and schedule.startswith("off_from:"):
-        schedule = ("off_from", int(schedule.split(":", 1)[1]))
+        k = schedule.split(":", 1)[1]
+        if not k.isdigit():
+            raise ConfigError(f"cfg schedule off_from:K needs a scale index K, got {schedule!r}")
+        schedule = ("off_from", int(k))
     if isinstance(schedule, (tuple, list)) and len(schedule) == 2 and schedule[0] == "off_from":
         k = int(schedule[1])
         return [t if s < k else 0.0 for s, t in enumerate(ramp)]
     if isinstance(schedule, str) and "," in schedule:
-        schedule = [float(v) for v in schedule.split(",")]
+        try:
+            schedule = [float(v) for v in schedule.split(",")]
+        except ValueError:
+            raise ConfigError(f"a per-scale cfg schedule is a comma list of numbers, got {schedule!r}") from None
     if isinstance(schedule, (tuple, list)):
         if len(schedule) != num_scales:
             raise ConfigError(f"a per-scale cfg schedule needs {num_scales} values, got {len(schedule)}")

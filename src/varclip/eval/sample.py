@@ -462,3 +462,10 @@ def cli_sample_fid(argv: list[str]) -> int:
 
 __all__ = ["WorkItem", "SampleSettings", "SampleReport", "class_work_list", "caption_work_list", "read_captions",
            "image_name", "shard_blocks", "npz_name", "pack_npz", "sample_to_folder", "cli_sample_fid"]
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m varclip.eval.sample ...
+    import sys
+
+    from ..errors import run_cli
+    sys.exit(run_cli(cli_sample_fid, sys.argv[1:], "varclip sample-fid"))

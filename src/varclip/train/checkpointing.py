@@ -141,7 +141,11 @@ class CheckpointManager:
         self.env = env or DistEnv()
         if self.env.is_main:
             self.root.mkdir(parents=True, exist_ok=True)
-            for stale in self.root.glob(".tmp-*"):  # left by a killed run
+            for old in self.root.glob(".tmp-old-*"):  # killed mid-swap: the old checkpoint comes back
+                final = self.root / old.name.removeprefix(".tmp-old-")
+                if not final.exists():
+                    os.replace(old, final)
+            for stale in self.root.glob(".tmp-*"):  # half-written by a killed run
                 shutil.rmtree(stale, ignore_errors=True)
         barrier(self.env)
 
