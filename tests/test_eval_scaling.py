@@ -26,7 +26,7 @@ def test_pareto_frontier_keeps_only_improvements():
 
 def test_scaling_ladder_trains_with_the_trainer(tmp_path, one_thread):
     data = make_data(tmp_path / "data", per_class=4)
-    res = run_scaling(str(CONFIGS / "tiny_class.yaml"), [1, 2], 32, token_budget=8 * 30 * 10,
+    res = run_scaling(str(CONFIGS / "tiny_class.yaml"), [1, 2], 32, token_budget=8 * 30 * 6,
                       test_data=str(data["class"]), out=tmp_path / "scaling",
                       overrides=[f"data.root={data['class']}", f"model.tokenizer={data['tok']}",
                                  "checkpoint.every=0"], eval_limit=8)

@@ -8,8 +8,9 @@ from pathlib import Path
 from .config import ConfigError
 
 EMBEDDED = Path(__file__).parent / "assets" / "emoji"
-DEMO_CAPTIONS = ["red apple", "smiling face", "blue heart", "grinning cat", "a yellow star", "green tree",
-                 "a red heart", "rocket"]
+# training captions, then new wordings of seen concepts
+DEMO_CAPTIONS = ["red apple", "smiling face", "blue heart", "rocket",
+                 "an apple that is red", "a happy smiling face", "heart in blue", "green tree"]
 
 
 def embedded_model_dir() -> Path:
@@ -43,7 +44,9 @@ def run_demo(out: str | Path, device: str = "cpu") -> int:
         from .grid import save_images
         from .pipeline import VARPipeline
         pipe = VARPipeline.from_pretrained(EMBEDDED, device=device)
-        res = pipe(DEMO_CAPTIONS, num_images=1, cfg=3.0, top_k=0, top_p=0.9, seed=0)
-        paths = save_images(res.images, out, DEMO_CAPTIONS, ncol=4)
+        res = pipe(DEMO_CAPTIONS, num_images=2, cfg=3.0, top_k=0, top_p=0.9, seed=0, per_sample_seeds=True)
+        caps = [c for c in DEMO_CAPTIONS for _ in range(2)]
+        paths = save_images(res.images, out, caps, ncol=8,
+                            title="embedded emoji model: first row training captions, second row new wordings")
     print(f"wrote {paths[0]} ({time.perf_counter() - t0:.1f} s)")
     return 0
