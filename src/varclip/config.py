@@ -238,12 +238,32 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
+def _check_type(owner: str, name: str, annotation: str, value: Any) -> None:
+    """Refuse a wrongly typed value from a config file before it reaches PyTorch."""
+    base = annotation.replace(" | None", "")
+    if value is None and "None" in annotation:
+        return
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+        "tuple[int, ...]": isinstance(value, (list, tuple))
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+    }.get(base, True)
+    if not ok:
+        raise ConfigError(f"invalid {owner} value: {name} must be {base}, got {value!r}")
+
+
 def from_dict(cls: type, d: dict[str, Any]) -> Any:
     """Build a config from a dict, refusing unknown keys with one clear line."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+    for f in dataclasses.fields(cls):
+        if f.name in d:
+            _check_type(cls.__name__, f.name, str(f.type), d[f.name])
     try:
         return cls(**d)
     except (TypeError, ValueError) as e:
