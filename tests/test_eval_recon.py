@@ -190,3 +190,15 @@ def test_cli_eval_recon_errors(tmp_path: Path, tiny_dir: Path, capsys: pytest.Ca
     assert "not found" in capsys.readouterr().err
     assert cli_eval_recon(["--data", "x"]) == 2  # argparse: --tokenizer is required
 
+
+
+def test_cli_eval_recon_rfid(tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _images(tmp_path / "imgs", 6, 32)
+    base = ["--tokenizer", str(tiny_dir), "--data", str(tmp_path / "imgs"), "--device", "cpu", "--quiet"]
+    assert cli_eval_recon(base + ["--rfid", "--inception", "random", "--json", "-"]) == 0
+    rfid = json.loads(capsys.readouterr().out)["extra"]["rfid"]
+    assert math.isfinite(rfid) and rfid > 0  # an untrained tokenizer does not reconstruct exactly
+    assert cli_eval_recon(base + ["--json", "-"]) == 0
+    assert "rfid" not in json.loads(capsys.readouterr().out)["extra"]
+    assert cli_eval_recon(base + ["--rfid", "--inception", "random:x"]) == 2
+    assert "seed must be an integer" in capsys.readouterr().err

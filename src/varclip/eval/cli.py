@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_parser(sub)
     _tokens_parser(sub)
     sub.add_parser("recon", help="tokenizer reconstruction: PSNR, SSIM, codebook usage", add_help=False)
+    sub.add_parser("faithfulness", help="prompt faithfulness: retrieval top-1/top-5 vs a shuffled-caption baseline",
+                   add_help=False)
     return ap
 
 

