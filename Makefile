@@ -24,7 +24,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/varclip bench
 
-# Reproduce the embedded emoji model from scratch on a CPU (about an hour on 2 cores), then
+# Reproduce the embedded emoji model from scratch on a CPU (about 1.5 hours on 2 cores), then
 # install it as src/varclip/assets/emoji (fp16). docs/model_card_emoji.md has the details.
 emoji-model: $(STAMP)
 	$(VENV)/bin/varclip data emoji out/emoji

@@ -13,8 +13,6 @@ Native model directory:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -270,14 +268,9 @@ def _load_strict(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str
 def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     """`write(tmp)` a temporary file beside `path`, then rename it over `path`: readers see the
     old file or the new one, never a partial one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from .data.atomic import atomic_output
+    with atomic_output(path) as tmp:
+        write(str(tmp))
 
 
 def _tensors(module: torch.nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:

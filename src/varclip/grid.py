@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,16 +66,10 @@ def make_grid(images: Sequence[Image.Image], ncol: int | None = None, captions: 
 
 def save_image_atomic(img: Image.Image, path: str | Path) -> Path:
     """Write a PNG via a temp file, so a crash never leaves half a file where a good one was."""
+    from .data.atomic import atomic_output
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from ..data.atomic import atomic_output
 from .encoders import TextEmbedding, TextEncoder, TextEncoderError, check_texts
 
 _FORMAT = "varclip-text-cache-1"
@@ -69,14 +69,8 @@ class EmbeddingCache:
         if row.tokens is not None and row.mask is not None:
             tensors["tokens"] = row.tokens[0].detach().cpu().contiguous().clone()
             tensors["mask"] = row.mask[0].detach().cpu().contiguous().clone()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"format": _FORMAT, "identity": identity, "text": text})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": _FORMAT, "identity": identity, "text": text})
 
 
 class CachedTextEncoder(TextEncoder):
