@@ -106,3 +106,28 @@ def test_unconditional_cli_for_text_models(text_pipe, tmp_path, monkeypatch):
     assert out.is_file()
     assert main(["generate", "a cat", "--unconditional", "--model", str(d), "--out", str(out), "--quiet"]) == 2
     assert main(["generate", "a cat", "--negative", "", "--model", str(d), "--out", str(out), "--quiet"]) == 2
+
+
+def test_text_norm_standardises_the_caption_embedding(tmp_path):
+    """text_norm: the condition depends on the embedding's direction and shape, not its scale, and
+    the option survives a save/load round trip (no new weights, so it lives in config.json)."""
+    cfg = dataclasses.replace(named_transformer("tiny_text"), text_norm=True)
+    torch.manual_seed(0)
+    model = VARTransformer(cfg).eval()
+    plain = VARTransformer(named_transformer("tiny_text")).eval()
+    assert set(model.state_dict()) == set(plain.state_dict())
+    e = torch.nn.functional.normalize(torch.randn(2, 384), dim=-1)
+    with torch.no_grad():
+        v1, v2 = model.cond(Cond(e)), model.cond(Cond(20 * e))
+        assert torch.allclose(v1, v2, atol=1e-2)  # up to LayerNorm eps
+        p1, p2 = plain.cond(Cond(e)), plain.cond(Cond(20 * e))
+        assert not torch.allclose(p1, p2, atol=0.1)
+    save_model_dir(tmp_path / "m", VQTokenizer(named_tokenizer("tiny")), model, text_encoder="x")
+    from varclip.checkpoints import load_model_dir
+    _, loaded, _ = load_model_dir(tmp_path / "m")
+    assert loaded.cfg.text_norm
+    x = torch.randn(2, 29, 8)
+    with torch.no_grad():
+        assert torch.allclose(loaded(Cond(e), x), model(Cond(e), x), atol=1e-5)
+    with pytest.raises(ValueError, match="text_norm needs a text model"):
+        dataclasses.replace(named_transformer("tiny"), text_norm=True)

@@ -109,6 +109,11 @@ class TransformerConfig:
     text_dim: int = 0  # > 0: VAR-CLIP text conditioning with this embedding width
     cross_attn: bool = False  # text models only: cross-attention to text tokens in every block
     text_token_dim: int = 0  # width of the text token states for cross-attention (0: text_dim)
+    # text models only: standardise the pooled embedding (LayerNorm, no parameters) before cond_proj.
+    # Unit-norm sentence embeddings (MiniLM) have components ~1/sqrt(d), about 20x smaller than
+    # CLIP's pooled output; unscaled, the condition path learns too slowly to separate captions
+    # that differ in one word. Off in the official VAR-CLIP layout.
+    text_norm: bool = False
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = -1.0  # < 0: the official 0.1 * depth / 24
@@ -133,6 +138,8 @@ class TransformerConfig:
             raise ConfigError("a transformer needs num_classes > 0 or text_dim > 0")
         if self.cross_attn and self.text_dim <= 0:
             raise ConfigError("cross_attn needs a text model (text_dim > 0)")
+        if self.text_norm and self.text_dim <= 0:
+            raise ConfigError("text_norm needs a text model (text_dim > 0)")
         if not self.text_token_dim:
             self.text_token_dim = self.text_dim
 
@@ -180,6 +187,29 @@ class SamplingConfig:
             raise ConfigError(f"cfg must be finite, got {self.cfg}")
 
 
+# Settings a model directory may recommend (config.json "sampling"), like a diffusers generation
+# config; what an interactive call uses when neither the caller nor the model says otherwise.
+RECOMMENDED_KEYS = ("cfg", "cfg_schedule", "top_k", "top_p", "temperature")
+INTERACTIVE_SAMPLING: dict[str, Any] = {"cfg": 4.0, "cfg_schedule": "linear", "top_k": 900, "top_p": 0.95,
+                                        "temperature": 1.0}
+
+
+def recommended_sampling(d: Any, where: str = "sampling") -> dict[str, Any]:
+    """Validate a model's recommended sampling settings: a mapping with keys of RECOMMENDED_KEYS."""
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where} must be a mapping of sampling settings, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(RECOMMENDED_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(RECOMMENDED_KEYS)})")
+    try:
+        from_dict(SamplingConfig, dict(d))  # type and range checks
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return dict(d)
+
+
 # ---------------------------------------------------------------- named configs (timm-style)
 
 
@@ -217,7 +247,7 @@ TRANSFORMERS: dict[str, TransformerConfig] = {
     "tiny_text": TransformerConfig(depth=2, embed_dim=64, num_heads=2, patch_nums=(1, 2, 3, 4), vocab_size=64,
                                    z_channels=8, text_dim=384, drop_path_rate=0.0),
     "emoji": TransformerConfig(depth=6, embed_dim=256, num_heads=4, patch_nums=(1, 2, 3, 4, 6, 8),
-                               vocab_size=512, z_channels=16, text_dim=384, drop_path_rate=0.0),
+                               vocab_size=512, z_channels=16, text_dim=384, drop_path_rate=0.0, text_norm=True),
 }
 
 
@@ -275,5 +305,6 @@ def from_dict(cls: type, d: dict[str, Any]) -> Any:
 __all__ = [
     "SCHEDULES", "schedule_for", "tokens_in", "ConfigError", "TokenizerConfig", "TransformerConfig",
     "SamplingConfig", "TOKENIZERS", "TRANSFORMERS", "named_tokenizer", "named_transformer",
-    "to_dict", "from_dict", "official_adaln_gamma",
+    "to_dict", "from_dict", "official_adaln_gamma", "RECOMMENDED_KEYS", "INTERACTIVE_SAMPLING",
+    "recommended_sampling",
 ]

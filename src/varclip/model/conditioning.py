@@ -111,16 +111,19 @@ class ClassConditioning(nn.Module):
 class TextConditioning(nn.Module):
     """VAR-CLIP: cond = cond_proj(text embedding); the null condition is the learned `noise`."""
 
-    def __init__(self, text_dim: int, dim: int, token_dim: int = 0):
+    def __init__(self, text_dim: int, dim: int, token_dim: int = 0, normalize: bool = False):
         super().__init__()
-        self.text_dim = text_dim
+        self.text_dim, self.normalize = text_dim, normalize
         self.cond_proj = nn.Linear(text_dim, dim)
         self.noise = nn.Embedding(1, text_dim)
         # null token state for cross-attention models: one learned token
         self.null_tokens = nn.Parameter(torch.zeros(1, 1, token_dim)) if token_dim else None
 
     def forward(self, cond: Cond) -> torch.Tensor:
-        return self.cond_proj(cond.value.to(self.cond_proj.weight.dtype))
+        value = cond.value.to(self.cond_proj.weight.dtype)
+        if self.normalize:  # TransformerConfig.text_norm
+            value = F.layer_norm(value, (self.text_dim,))
+        return self.cond_proj(value)
 
     def null(self, batch: int, device: torch.device | str) -> Cond:
         value = self.noise.weight.expand(batch, -1)

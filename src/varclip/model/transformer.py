@@ -28,7 +28,7 @@ class VARTransformer(nn.Module):
         self.patch_nums = cfg.patch_nums
         self.word_embed = nn.Linear(cfg.z_channels, C)
         if cfg.is_text:
-            self.cond = TextConditioning(cfg.text_dim, C, cfg.text_token_dim if cfg.cross_attn else 0)
+            self.cond = TextConditioning(cfg.text_dim, C, cfg.text_token_dim if cfg.cross_attn else 0, cfg.text_norm)
         else:
             self.cond = ClassConditioning(cfg.num_classes, C)
         self.pos_start = nn.Parameter(torch.zeros(1, self.first_l, C))
