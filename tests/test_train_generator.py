@@ -45,6 +45,8 @@ def test_class_model_learns_and_exports(data, tmp_path):
     assert result.model_dir == out / "model"
     tok, model, cfg = load_model_dir(result.model_dir)
     assert model.cfg.num_classes == 10 and tok is not None and cfg["training"]["steps"] == 40
+    lc = cfg["training"]["config"]["logging"]  # preview settings become the recommended ones
+    assert cfg["sampling"] == {"cfg": lc["sample_cfg"], "top_k": lc["sample_top_k"], "top_p": lc["sample_top_p"]}
     assert (out / "samples" / "step-00000040.png").is_file() and (out / "config.yaml").is_file()
     grid = tmp_path / "gen.png"
     assert varclip_main(["generate", "--model", str(result.model_dir), "--class", "1", "--n", "2",

@@ -37,7 +37,7 @@ from typing import Any
 
 from PIL import Image
 
-from .config import ConfigError
+from .config import INTERACTIVE_SAMPLING, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -457,6 +457,8 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
     note = note if note is not None else getattr(pipe, "model_note", None)
     pixel = ["varclip-pixelated"] if pipe.image_size < 128 else []
     top_k_max = h.vocab_size
+    # the model's recommended settings (config.json "sampling") as the sliders' starting values
+    rec = pipe.sampling_settings() if hasattr(pipe, "sampling_settings") else dict(INTERACTIVE_SAMPLING)
 
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# varclip · next-scale image generation\n{_model_line(pipe, model_name)}", elem_id="header")
@@ -481,11 +483,11 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
                                             label="Number of images", elem_id="num-images")
                             seed = gr.Number(label="Seed", value=0, precision=0, info="-1 = random", elem_id="seed")
                         with gr.Accordion("Sampling", open=True):
-                            cfg = gr.Slider(0.0, 10.0, value=4.0, step=0.1, label="Guidance (cfg)",
+                            cfg = gr.Slider(0.0, 10.0, value=rec["cfg"], step=0.1, label="Guidance (cfg)",
                                             info="0 = no classifier-free guidance", elem_id="cfg")
-                            top_k = gr.Slider(0, top_k_max, value=min(900, top_k_max), step=1,
+                            top_k = gr.Slider(0, top_k_max, value=min(rec["top_k"], top_k_max), step=1,
                                               label="Top-k", info="0 = off", elem_id="top-k")
-                            top_p = gr.Slider(0.0, 1.0, value=0.95, step=0.01, label="Top-p", info="0 = off",
+                            top_p = gr.Slider(0.0, 1.0, value=rec["top_p"], step=0.01, label="Top-p", info="0 = off",
                                               elem_id="top-p")
                         with gr.Row():
                             go = gr.Button("Generate", variant="primary", elem_id="generate-btn")
@@ -527,9 +529,10 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
                             e_seed = gr.Number(label="Seed", value=0, precision=0, info="-1 = random",
                                                elem_id="edit-seed")
                         with gr.Accordion("Sampling", open=False):
-                            e_cfg = gr.Slider(0.0, 10.0, value=3.0, step=0.1, label="Guidance (cfg)")
-                            e_top_k = gr.Slider(0, top_k_max, value=min(900, top_k_max), step=1, label="Top-k")
-                            e_top_p = gr.Slider(0.0, 1.0, value=0.95, step=0.01, label="Top-p")
+                            e_cfg = gr.Slider(0.0, 10.0, value=rec["cfg"], step=0.1, label="Guidance (cfg)")
+                            e_top_k = gr.Slider(0, top_k_max, value=min(rec["top_k"], top_k_max), step=1,
+                                                label="Top-k")
+                            e_top_p = gr.Slider(0.0, 1.0, value=rec["top_p"], step=0.01, label="Top-p")
                         with gr.Row():
                             e_go = gr.Button("Edit", variant="primary", elem_id="edit-btn")
                             e_stop = gr.Button("Stop", variant="stop", elem_id="edit-stop-btn")

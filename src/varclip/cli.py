@@ -33,13 +33,14 @@ def _device(name: str) -> str:
     return name
 
 
-def _sampling_args(p: argparse.ArgumentParser, cfg: float, top_p: float) -> None:
-    p.add_argument("--cfg", type=float, default=cfg, help="classifier-free guidance strength")
-    p.add_argument("--cfg-schedule", default="linear",
-                   help="linear (official ramp) | constant | off_from:K | comma list of per-scale values")
-    p.add_argument("--top-k", type=int, default=900, help="0 = off")
-    p.add_argument("--top-p", type=float, default=top_p, help="0 = off")
-    p.add_argument("--temperature", type=float, default=1.0)
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    # None: the model's recommended setting (config.json "sampling"), else the interactive default
+    p.add_argument("--cfg", type=float, help="classifier-free guidance strength (default: the model's, else 4)")
+    p.add_argument("--cfg-schedule",
+                   help="linear (official ramp, default) | constant | off_from:K | comma list of per-scale values")
+    p.add_argument("--top-k", type=int, help="0 = off (default: the model's, else 900)")
+    p.add_argument("--top-p", type=float, help="0 = off (default: the model's, else 0.95)")
+    p.add_argument("--temperature", type=float, help="(default: the model's, else 1)")
     p.add_argument("--smooth", action="store_true", help="Gumbel-softmax smoothing of code vectors (more_smooth)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-sample-seeds", action="store_true",
@@ -176,7 +177,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         import torch
         tok, model, cfg = load_model_dir(src)
         dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-        save_model_dir(dst, tok, model, cfg.get("text_encoder"), dtype=dtype)
+        kept = {k: v for k, v in cfg.items() if k not in ("format", "version", "tokenizer", "transformer", "text_encoder")}
+        save_model_dir(dst, tok, model, cfg.get("text_encoder"), kept, dtype=dtype)  # "sampling", "training" kept
         print(f"wrote native model directory {dst} ({args.dtype})")
         return 0
     if args.dtype != "fp32":
@@ -266,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="out/generated.png", help="a .png grid, or a directory of PNGs")
     g.add_argument("--quiet", action="store_true")
     _model_args(g)
-    _sampling_args(g, cfg=4.0, top_p=0.95)
+    _sampling_args(g)
     g.set_defaults(fn=cmd_generate)
 
     e = sub.add_parser("edit", help="zero-shot in-painting, out-painting and editing")
@@ -281,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=4, help="results per condition")
     e.add_argument("--out", default="out/edit.png", help="side-by-side of input, mask and results")
     _model_args(e)
-    _sampling_args(e, cfg=3.0, top_p=0.95)
+    _sampling_args(e)
     e.set_defaults(fn=cmd_edit)
 
     c = sub.add_parser("convert", help="official .pth <-> native model directory (bit-exact round trip)")

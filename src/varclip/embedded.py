@@ -44,7 +44,7 @@ def run_demo(out: str | Path, device: str = "cpu") -> int:
         from .grid import save_images
         from .pipeline import VARPipeline
         pipe = VARPipeline.from_pretrained(EMBEDDED, device=device)
-        res = pipe(DEMO_CAPTIONS, num_images=2, cfg=3.0, top_k=0, top_p=0.9, seed=0, per_sample_seeds=True)
+        res = pipe(DEMO_CAPTIONS, num_images=2, seed=0, per_sample_seeds=True)  # the model's sampling settings
         caps = [c for c in DEMO_CAPTIONS for _ in range(2)]
         paths = save_images(res.images, out, caps, ncol=8,
                             title="embedded emoji model: first row training captions, second row new wordings")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from .checkpoints import (CheckpointError, check_compatible, load_model_dir, load_tokenizer, save_model_dir,
                           transformer_from_official)
-from .config import ConfigError, SamplingConfig
+from .config import INTERACTIVE_SAMPLING, ConfigError, SamplingConfig, recommended_sampling
 from .grid import to_pil
 from .model import Cond, VARTransformer
 from .sampling import EditSpec, ScaleStep, sample_scales
@@ -49,11 +49,13 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
 
 class VARPipeline:
     def __init__(self, tokenizer: VQTokenizer, transformer: VARTransformer, text_encoder: Any = None,
-                 text_encoder_spec: str | None = None):
+                 text_encoder_spec: str | None = None, sampling: dict[str, Any] | None = None):
         check_compatible(tokenizer, transformer)
         tokenizer.set_schedule(transformer.patch_nums)
         self.tokenizer, self.transformer = tokenizer.eval(), transformer.eval()
         self.text_encoder_spec = text_encoder_spec
+        # the model's recommended settings (config.json "sampling"); saved with the model
+        self.sampling = recommended_sampling(sampling)
         self._text_encoder = text_encoder
         self.autocast_dtype: torch.dtype | None = None
 
@@ -73,6 +75,7 @@ class VARPipeline:
             if tok is None:
                 raise CheckpointError(f"{path}: the model directory has no tokenizer; pass vae=PATH")
             spec = cfg.get("text_encoder")
+            sampling = recommended_sampling(cfg.get("sampling"), f"{path / 'config.json'}: sampling")
             if spec and not str(spec).startswith(("clip:/", "hf:/")) and ":" in str(spec):
                 kind, rel = str(spec).split(":", 1)  # paths in a model directory are relative to it
                 if not Path(rel).is_absolute() and (path / rel).exists():
@@ -82,17 +85,25 @@ class VARPipeline:
                 raise CheckpointError(f"{path}: an official transformer checkpoint needs its VQVAE (--vae PATH)")
             model = transformer_from_official(path, resolution, patch_nums)
             tok = load_tokenizer(vae, model.patch_nums)
-            spec = None
+            spec, sampling = None, {}
         enc = None
         if text_encoder is not None and not isinstance(text_encoder, str):
             enc, spec = text_encoder, getattr(text_encoder, "identity", None)
         elif text_encoder is not None:
             spec = text_encoder
-        pipe = cls(tok, model, enc, spec)
+        pipe = cls(tok, model, enc, spec, sampling)
         return pipe.to(device, dtype)
 
     def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
-        return save_model_dir(path, self.tokenizer, self.transformer, self.text_encoder_spec, dtype=dtype)
+        extra = {"sampling": self.sampling} if self.sampling else None
+        return save_model_dir(path, self.tokenizer, self.transformer, self.text_encoder_spec, extra, dtype=dtype)
+
+    def sampling_settings(self, **given: Any) -> dict[str, Any]:
+        """cfg, cfg_schedule, top_k, top_p, temperature: what the caller gave (not None), else
+        the model's recommended value, else the interactive default (cfg 4, top-k 900, top-p 0.95)."""
+        out = {**INTERACTIVE_SAMPLING, **self.sampling}
+        out.update({k: v for k, v in given.items() if v is not None})
+        return out
 
     def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> "VARPipeline":
         """Move the models; `dtype` sets the autocast dtype (bf16 on GPU), weights stay float32."""
@@ -176,17 +187,20 @@ class VARPipeline:
     # ------------------------------------------------------------------ generation
     def __call__(self, prompt: str | Sequence[str] | None = None, class_labels: int | Sequence[int] | None = None,
                  negative_prompt: str | Sequence[str] | None = None, num_images: int | None = None,
-                 cfg: float = 4.0, cfg_schedule: Any = "linear", top_k: int = 900, top_p: float = 0.95,
-                 temperature: float = 1.0, smooth: bool = False, seed: int | None = None,
+                 cfg: float | None = None, cfg_schedule: Any = None, top_k: int | None = None,
+                 top_p: float | None = None, temperature: float | None = None, smooth: bool = False,
+                 seed: int | None = None,
                  per_sample_seeds: bool = False, generator: torch.Generator | None = None,
                  unconditional: bool = False,
                  callback_on_scale: Callable[[int, int, list[Image.Image]], None] | None = None,
                  return_tokens: bool = False, edit: EditSpec | None = None) -> PipelineOutput:
         """Generate images. Class models: `class_labels` (None = random classes, -1 = null);
         text models: `prompt`; `unconditional=True` samples from the null condition.
-        `num_images` is per prompt/label (the total when no condition is given)."""
-        settings = SamplingConfig(cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p,
-                                  temperature=temperature, smooth=smooth, seed=seed, per_sample_seeds=per_sample_seeds)
+        `num_images` is per prompt/label (the total when no condition is given). Sampling
+        settings left None come from `sampling_settings` (the model's recommendation first)."""
+        chosen = self.sampling_settings(cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p,
+                                        temperature=temperature)
+        settings = SamplingConfig(**chosen, smooth=smooth, seed=seed, per_sample_seeds=per_sample_seeds)
         if unconditional:
             n = num_images or 1
             cond, neg = self.unconditional(n), None

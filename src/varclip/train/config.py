@@ -308,6 +308,7 @@ class LoggingConfig:
     tensorboard: bool = True  # when the tensorboard package is importable
     sample_every: int = 0  # steps between sample grids; 0: only at the end (if sample_count > 0)
     sample_count: int = 8
+    # preview settings; also written to the exported model as its recommended "sampling"
     sample_cfg: float = 4.0
     sample_top_k: int = 900
     sample_top_p: float = 0.95

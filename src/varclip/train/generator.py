@@ -401,8 +401,10 @@ class GeneratorTrainer(LoopTrainer):
             model = VARTransformer(self.tcfg)
         model.load_state_dict(sd)
         tok = self.full_tokenizer()
+        lc = self.cfg.logging  # the preview settings become the model's recommended ones
+        sampling = {"cfg": lc.sample_cfg, "top_k": lc.sample_top_k, "top_p": lc.sample_top_p}
         return save_model_dir(self.out / "model", tok, model.eval(), self.text_encoder_spec(),
-                              extra=self._export_extra(steps_done))
+                              extra={**self._export_extra(steps_done), "sampling": sampling})
 
     # ------------------------------------------------------------------ the loop
     def describe(self, start: int) -> str:
