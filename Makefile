@@ -24,14 +24,14 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/varclip bench
 
-# Reproduce the embedded emoji model from scratch on a CPU (about 1.5 hours on 2 cores), then
+# Reproduce the embedded emoji model from scratch on a CPU (about 2 hours on 2 cores), then
 # install it as src/varclip/assets/emoji (fp16). docs/model_card_emoji.md has the details.
 emoji-model: $(STAMP)
 	$(VENV)/bin/varclip data emoji out/emoji
 	$(VENV)/bin/varclip train-tokenizer configs/tokenizer_emoji_cpu.yaml
 	$(VENV)/bin/varclip cache configs/emoji_cpu.yaml
 	$(VENV)/bin/varclip train configs/emoji_cpu.yaml
-	$(VENV)/bin/varclip convert out/emoji_generator/model src/varclip/assets/emoji --to native --dtype fp16
+	$(VENV)/bin/varclip convert out/emoji_generator/model src/varclip/assets/emoji --to native --dtype fp16 --force
 
 # Record the exact versions of everything the test environment installs.
 lock: $(STAMP)

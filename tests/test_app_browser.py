@@ -3,8 +3,8 @@ by Selenium) types a caption, clicks Generate, watches the live preview and the 
 paints a mask on the Edit tab and in-paints. The set-up installs Chromium with apt-get when it
 is missing (as root); only if that is impossible are these tests skipped, with the reason.
 
-VARCLIP_APP_SCREENSHOTS=docs/img writes the README screenshots app-generate.png and app-edit.png
-there (otherwise they go to a temporary folder)."""
+VARCLIP_APP_SCREENSHOTS=docs/img also runs `test_readme_screenshots`: the embedded emoji model
+in the app, whose screenshots app-generate.png and app-edit.png go to that folder."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
-NOTE = "Screenshots of a tiny RANDOMLY INITIALISED test model (32 px): the images are noise by design."
+NOTE = "A tiny RANDOMLY INITIALISED test model (32 px): the images are noise by design."
 
 
 @pytest.fixture(scope="session")
@@ -43,14 +43,6 @@ def browser(chromium):
         yield driver
     finally:
         driver.quit()
-
-
-@pytest.fixture
-def shots(tmp_path) -> Path:
-    out = os.environ.get("VARCLIP_APP_SCREENSHOTS")
-    path = Path(out) if out else tmp_path
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _wait(what, timeout: float = 30.0, every: float = 0.05):
@@ -90,7 +82,7 @@ def _open(driver, url: str, ready_css: str) -> None:
     _wait(lambda: driver.find_elements(By.CSS_SELECTOR, ready_css), timeout=30)
 
 
-def test_generate_then_edit_in_a_real_browser(browser, shots):
+def test_generate_then_edit_in_a_real_browser(browser, tmp_path):
     with running_app(text_pipeline(slow=0.25), note=NOTE) as (url, demo):
         _open(browser, url, "#prompt textarea")
         assert "RANDOMLY INITIALISED" in _text(browser, "#model-note")
@@ -117,18 +109,11 @@ def test_generate_then_edit_in_a_real_browser(browser, shots):
         assert not [t for t in _toasts(browser) if "rror" in t], _toasts(browser)
         browser.execute_script("window.scrollTo(0, 0)")
         time.sleep(0.3)
-        browser.save_screenshot(str(shots / "app-generate.png"))
+        browser.save_screenshot(str(tmp_path / "app-generate.png"))
 
         # the first image goes to the Edit tab; paint a stroke; in-paint it
         browser.find_element(By.CSS_SELECTOR, "#to-edit").click()
-        canvas = _wait(lambda: [c for c in browser.find_elements(By.CSS_SELECTOR, "#editor canvas")
-                                if c.is_displayed()], timeout=15)[0]
-        time.sleep(0.5)  # the background image is drawn asynchronously
-        strokes = ActionChains(browser).move_to_element_with_offset(canvas, -40, -60).click_and_hold()
-        for _ in range(8):
-            strokes.move_by_offset(12, 10)
-        strokes.release().perform()
-        time.sleep(0.3)
+        _stroke(browser, "#editor canvas")
         browser.find_element(By.CSS_SELECTOR, "#edit-btn").click()
         _wait(lambda: _text(browser, "#edit-status").startswith("done"), timeout=60)
         assert len(_wait(lambda: _loaded_images(browser, "#edit-gallery img"), timeout=15)) == 4
@@ -136,9 +121,9 @@ def test_generate_then_edit_in_a_real_browser(browser, shots):
         assert not [t for t in _toasts(browser) if "rror" in t], _toasts(browser)
         browser.execute_script("window.scrollTo(0, 0)")
         time.sleep(0.3)
-        browser.save_screenshot(str(shots / "app-edit.png"))
+        browser.save_screenshot(str(tmp_path / "app-edit.png"))
     for name in ("app-generate.png", "app-edit.png"):
-        assert (shots / name).stat().st_size > 10_000
+        assert (tmp_path / name).stat().st_size > 10_000
 
 
 def test_class_model_page_and_a_readable_error(browser):
@@ -161,3 +146,48 @@ def test_class_model_page_and_a_readable_error(browser):
         browser.find_element(By.CSS_SELECTOR, "#generate-btn").click()
         _wait(lambda: set(c.text for c in browser.find_elements(By.CSS_SELECTOR, "#gallery .caption-label"))
               == {"class 5"}, timeout=60)
+
+
+def _stroke(browser, css: str) -> None:
+    """A diagonal brush stroke over the middle of the editor canvas."""
+    canvas = _wait(lambda: [c for c in browser.find_elements(By.CSS_SELECTOR, css) if c.is_displayed()],
+                   timeout=15)[0]
+    time.sleep(0.5)  # the background image is drawn asynchronously
+    strokes = ActionChains(browser).move_to_element_with_offset(canvas, -40, -60).click_and_hold()
+    for _ in range(8):
+        strokes.move_by_offset(12, 10)
+    strokes.release().perform()
+    time.sleep(0.3)
+
+
+@pytest.mark.skipif(not os.environ.get("VARCLIP_APP_SCREENSHOTS"),
+                    reason="set VARCLIP_APP_SCREENSHOTS=DIR to write the README screenshots")
+def test_readme_screenshots(browser):
+    """The documentation's screenshots: the embedded emoji model, "blue heart", then an in-paint of a stroke."""
+    from varclip.embedded import embedded_model_dir
+    from varclip.pipeline import VARPipeline
+    out = Path(os.environ["VARCLIP_APP_SCREENSHOTS"])
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = VARPipeline.from_pretrained(embedded_model_dir())
+    pipe.model_name = "embedded emoji model (64 px, MiniLM captions)"
+    with running_app(pipe) as (url, demo):
+        _open(browser, url, "#prompt textarea")
+        browser.find_element(By.CSS_SELECTOR, "#prompt textarea").send_keys("blue heart")
+        browser.find_element(By.CSS_SELECTOR, "#generate-btn").click()
+        _wait(lambda: _text(browser, "#status").startswith("done"), timeout=120)
+        assert len(_wait(lambda: _loaded_images(browser, "#gallery img"), timeout=15)) == 4
+        browser.execute_script("window.scrollTo(0, 0)")
+        time.sleep(0.5)
+        browser.save_screenshot(str(out / "app-generate.png"))
+        browser.find_element(By.CSS_SELECTOR, "#to-edit").click()
+        _stroke(browser, "#editor canvas")
+        box = browser.find_element(By.CSS_SELECTOR, "#edit-prompt textarea, #edit-prompt input")
+        _retype(box, "blue heart")
+        browser.find_element(By.CSS_SELECTOR, "#edit-btn").click()
+        _wait(lambda: _text(browser, "#edit-status").startswith("done"), timeout=120)
+        assert len(_wait(lambda: _loaded_images(browser, "#edit-gallery img"), timeout=15)) == 4
+        browser.execute_script("window.scrollTo(0, 0)")
+        time.sleep(0.5)
+        browser.save_screenshot(str(out / "app-edit.png"))
+    for name in ("app-generate.png", "app-edit.png"):
+        assert (out / name).stat().st_size > 10_000
