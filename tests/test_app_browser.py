@@ -160,6 +160,15 @@ def _stroke(browser, css: str) -> None:
     time.sleep(0.3)
 
 
+def _shoot_when_done(browser, status_css: str, gallery_css: str, file: Path) -> None:
+    """Wait for the status to say done and four images to load, then screenshot the page top."""
+    _wait(lambda: _text(browser, status_css).startswith("done"), timeout=120)
+    assert len(_wait(lambda: _loaded_images(browser, gallery_css), timeout=15)) == 4
+    browser.execute_script("window.scrollTo(0, 0)")
+    time.sleep(0.5)
+    browser.save_screenshot(str(file))
+
+
 @pytest.mark.skipif(not os.environ.get("VARCLIP_APP_SCREENSHOTS"),
                     reason="set VARCLIP_APP_SCREENSHOTS=DIR to write the README screenshots")
 def test_readme_screenshots(browser):
@@ -174,20 +183,12 @@ def test_readme_screenshots(browser):
         _open(browser, url, "#prompt textarea")
         browser.find_element(By.CSS_SELECTOR, "#prompt textarea").send_keys("blue heart")
         browser.find_element(By.CSS_SELECTOR, "#generate-btn").click()
-        _wait(lambda: _text(browser, "#status").startswith("done"), timeout=120)
-        assert len(_wait(lambda: _loaded_images(browser, "#gallery img"), timeout=15)) == 4
-        browser.execute_script("window.scrollTo(0, 0)")
-        time.sleep(0.5)
-        browser.save_screenshot(str(out / "app-generate.png"))
+        _shoot_when_done(browser, "#status", "#gallery img", out / "app-generate.png")
         browser.find_element(By.CSS_SELECTOR, "#to-edit").click()
         _stroke(browser, "#editor canvas")
         box = browser.find_element(By.CSS_SELECTOR, "#edit-prompt textarea, #edit-prompt input")
         _retype(box, "blue heart")
         browser.find_element(By.CSS_SELECTOR, "#edit-btn").click()
-        _wait(lambda: _text(browser, "#edit-status").startswith("done"), timeout=120)
-        assert len(_wait(lambda: _loaded_images(browser, "#edit-gallery img"), timeout=15)) == 4
-        browser.execute_script("window.scrollTo(0, 0)")
-        time.sleep(0.5)
-        browser.save_screenshot(str(out / "app-edit.png"))
+        _shoot_when_done(browser, "#edit-status", "#edit-gallery img", out / "app-edit.png")
     for name in ("app-generate.png", "app-edit.png"):
         assert (out / name).stat().st_size > 10_000
