@@ -283,6 +283,14 @@ def _tensors(module: torch.nn.Module, dtype: torch.dtype | None) -> dict[str, to
     return out
 
 
+_OWN_KEYS = ("format", "version", "tokenizer", "transformer", "text_encoder")  # written by save_model_dir
+
+
+def extra_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config.json entries beyond the model itself ("sampling", "training"): what a copy keeps."""
+    return {k: v for k, v in cfg.items() if k not in _OWN_KEYS}
+
+
 def save_model_dir(path: str | Path, tokenizer: VQTokenizer | None = None, transformer: VARTransformer | None = None,
                    text_encoder: str | None = None, extra: dict[str, Any] | None = None,
                    dtype: torch.dtype | None = None) -> Path:

@@ -164,8 +164,8 @@ def _progress(total: int, quiet: bool):
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .checkpoints import (CheckpointError, check_compatible, kind_of, load_model_dir, read_official, save_model_dir,
-                              save_official, tokenizer_from_official, tokenizer_to_official,
+    from .checkpoints import (CheckpointError, check_compatible, extra_fields, kind_of, load_model_dir, read_official,
+                              save_model_dir, save_official, tokenizer_from_official, tokenizer_to_official,
                               transformer_from_official, transformer_to_official)
     src, dst = Path(args.src), Path(args.dst)
     if not src.exists():
@@ -177,8 +177,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         import torch
         tok, model, cfg = load_model_dir(src)
         dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-        kept = {k: v for k, v in cfg.items() if k not in ("format", "version", "tokenizer", "transformer", "text_encoder")}
-        save_model_dir(dst, tok, model, cfg.get("text_encoder"), kept, dtype=dtype)  # "sampling", "training" kept
+        save_model_dir(dst, tok, model, cfg.get("text_encoder"), extra_fields(cfg), dtype=dtype)
         print(f"wrote native model directory {dst} ({args.dtype})")
         return 0
     if args.dtype != "fp32":
