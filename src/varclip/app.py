@@ -266,6 +266,9 @@ class AppHandlers:
         self.num_classes = int(pipe.transformer.cfg.num_classes)
         self.vocab_size = int(pipe.transformer.cfg.vocab_size)
         self.num_scales = len(pipe.transformer.patch_nums)
+        # the model's recommended settings (config.json "sampling"): the controls' starting values
+        # and what a direct call without them uses
+        self.rec = pipe.sampling_settings() if hasattr(pipe, "sampling_settings") else dict(INTERACTIVE_SAMPLING)
         if workdir is None:  # PNGs for the download buttons; Gradio serves its own copies
             workdir = tempfile.mkdtemp(prefix="varclip-serve-")
             weakref.finalize(self, shutil.rmtree, workdir, True)
@@ -276,8 +279,10 @@ class AppHandlers:
     # ------------------------------------------------------------ shared
     def _sampling(self, num_images, cfg, top_k, top_p, seed) -> tuple[int, dict[str, Any], int]:
         n = _as_int(num_images, "the number of images", 1, self.max_images)
-        kw = dict(cfg=_as_float(cfg, "cfg", 0.0, 100.0), top_k=_as_int(top_k, "top-k", 0, 10**9),
-                  top_p=_as_float(top_p, "top-p", 0.0, 1.0))
+        rec = self.rec
+        kw = dict(cfg=_as_float(rec["cfg"] if cfg is None else cfg, "cfg", 0.0, 100.0),
+                  top_k=_as_int(rec["top_k"] if top_k is None else top_k, "top-k", 0, 10**9),
+                  top_p=_as_float(rec["top_p"] if top_p is None else top_p, "top-p", 0.0, 1.0))
         s = _as_int(seed, "the seed", None, 2**63 - 1, allow_none=True)
         if s is None or s < 0:
             s = random.randrange(2**31)
@@ -333,7 +338,8 @@ class AppHandlers:
 
     # ------------------------------------------------------------ generate
     def generate(self, prompt: str | None = None, negative_prompt: str | None = None, class_id: int | None = None,
-                 num_images: int = 1, cfg: float = 4.0, top_k: int = 900, top_p: float = 0.95, seed: int = 0):
+                 num_images: int = 1, cfg: float | None = None, top_k: int | None = None,
+                 top_p: float | None = None, seed: int = 0):
         gr = _gradio()
         try:
             if self.is_text:
@@ -370,8 +376,8 @@ class AppHandlers:
 
     # ------------------------------------------------------------ edit
     def edit(self, image: Any = None, mode: str = "inpaint", extend: float = 1.5, prompt: str | None = None,
-             class_id: int | None = None, num_images: int = 1, cfg: float = 3.0, top_k: int = 900,
-             top_p: float = 0.95, seed: int = 0):
+             class_id: int | None = None, num_images: int = 1, cfg: float | None = None, top_k: int | None = None,
+             top_p: float | None = None, seed: int = 0):
         gr = _gradio()
         try:
             source, mask = mask_from_editor(image, mode)
@@ -457,8 +463,7 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
     note = note if note is not None else getattr(pipe, "model_note", None)
     pixel = ["varclip-pixelated"] if pipe.image_size < 128 else []
     top_k_max = h.vocab_size
-    # the model's recommended settings (config.json "sampling") as the sliders' starting values
-    rec = pipe.sampling_settings() if hasattr(pipe, "sampling_settings") else dict(INTERACTIVE_SAMPLING)
+    rec = h.rec
 
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# varclip · next-scale image generation\n{_model_line(pipe, model_name)}", elem_id="header")

@@ -189,9 +189,9 @@ class SamplingConfig:
 
 # Settings a model directory may recommend (config.json "sampling"), like a diffusers generation
 # config; what an interactive call uses when neither the caller nor the model says otherwise.
-RECOMMENDED_KEYS = ("cfg", "cfg_schedule", "top_k", "top_p", "temperature")
 INTERACTIVE_SAMPLING: dict[str, Any] = {"cfg": 4.0, "cfg_schedule": "linear", "top_k": 900, "top_p": 0.95,
                                         "temperature": 1.0}
+RECOMMENDED_KEYS = tuple(INTERACTIVE_SAMPLING)
 
 
 def recommended_sampling(d: Any, where: str = "sampling") -> dict[str, Any]:
