@@ -16,13 +16,12 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from varclip.checkpoints import load_tokenizer
-from varclip.config import ConfigError
+from varclip.config import ConfigError, from_dict
 from varclip.tokenizer import MultiScaleQuantizer
 from varclip.train import tokenizer_losses as tl
-from varclip.train.config import build_config
+from varclip.train.config import TokenizerModelConfig, TokenizerTrainConfig
 from varclip.train.logging import read_metrics
-from varclip.train.tokenizer import (TokenizerTrainConfig, build_tokenizer, cli_train_tokenizer,
-                                     parse_tokenizer_args, train_tokenizer)
+from varclip.train.tokenizer import build_tokenizer, cli_train_tokenizer, parse_tokenizer_args, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 PARITY = ROOT.parent / "shared" / "parity"
@@ -62,7 +61,7 @@ def make_cfg(out: Path, source: Path, **over: Any) -> TokenizerTrainConfig:
             "schedule": {"steps": 6, "warmup_steps": 0, "flat_fraction": 1.0},
             "logging": {"log_every": 1, "progress": False, "tensorboard": False, "sample_count": 4},
             "checkpoint": {"every": 0}}
-    return build_config(TokenizerTrainConfig, _merge(base, over))
+    return from_dict(TokenizerTrainConfig, _merge(base, over))
 
 
 @pytest.fixture(scope="module")
@@ -304,11 +303,11 @@ def test_configs_and_cli(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ConfigError, match="loss.nope"):
         parse_tokenizer_args([str(ROOT / "configs" / "tokenizer_tiny.yaml"), "loss.nope=1"])
     with pytest.raises(ConfigError, match="tokenizer.arch.bogus"):
-        build_config(TokenizerTrainConfig, {"tokenizer": {"arch": {"bogus": 1}}})
+        from_dict(TokenizerTrainConfig, {"tokenizer": {"arch": {"bogus": 1}}})
 
 
 def test_fresh_codebook_is_near_the_origin() -> None:
-    cfg = build_config(TokenizerTrainConfig, {})
+    cfg = from_dict(TokenizerTrainConfig, {})
     tok = build_tokenizer(cfg.tokenizer)
     V = tok.cfg.vocab_size
     assert tok.quantize.embedding.weight.abs().max() <= 1.0 / V
@@ -316,7 +315,6 @@ def test_fresh_codebook_is_near_the_origin() -> None:
 
 def test_init_from_native_directory(tmp_path: Path) -> None:
     from varclip.checkpoints import save_model_dir
-    from varclip.train.tokenizer import TokenizerModelConfig
     torch.manual_seed(0)
     src = build_tokenizer(TokenizerModelConfig(config="tiny"))
     src.quantize.ema_vocab_hit_SV.fill_(1.0)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import pytest
 from test_train_fixtures import CONFIGS
 
-from varclip.config import ConfigError, named_tokenizer
+from varclip.config import ConfigError, from_dict, named_tokenizer, to_dict
 from varclip.train.components import transformer_config
 from varclip.train.config import (
     OptimConfig,
     TrainConfig,
     apply_overrides,
-    build_config,
-    config_to_dict,
     load_config,
     save_config,
 )
@@ -31,7 +29,7 @@ def test_yaml_and_overrides(tmp_path):
     assert cfg.data.hflip is True and cfg.model.arch == {"num_classes": 5}
     # round trip through YAML
     save_config(cfg, tmp_path / "out.yaml")
-    assert config_to_dict(load_config(TrainConfig, tmp_path / "out.yaml")) == config_to_dict(cfg)
+    assert to_dict(load_config(TrainConfig, tmp_path / "out.yaml")) == to_dict(cfg)
 
 
 @pytest.mark.parametrize("override, words", [
@@ -59,7 +57,7 @@ def test_unknown_yaml_key(tmp_path):
 
 def test_build_and_apply_are_generic():
     data = apply_overrides(OptimConfig, {}, ["weight_decay=0", "no_decay_keys=[a, b]"])
-    cfg = build_config(OptimConfig, data)
+    cfg = from_dict(OptimConfig, data)
     assert cfg.weight_decay == 0.0 and cfg.no_decay_keys == ["a", "b"]
 
 

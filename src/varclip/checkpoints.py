@@ -342,12 +342,12 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu"
     cfg = read_model_config(path)
     tok = model = None
     if cfg.get("tokenizer"):
-        tok = VQTokenizer(from_dict(TokenizerConfig, cfg["tokenizer"]))
+        tok = VQTokenizer(from_dict(TokenizerConfig, cfg["tokenizer"], "tokenizer"))
         _load_strict(tok, _read_safetensors(path / "tokenizer.safetensors"), "tokenizer")
         tok = tok.to(device).eval()
     if cfg.get("transformer"):
         with torch.device("meta"):
-            model = VARTransformer(from_dict(TransformerConfig, cfg["transformer"]))
+            model = VARTransformer(from_dict(TransformerConfig, cfg["transformer"], "transformer"))
         model = model.to_empty(device="cpu")
         _load_strict(model, _read_safetensors(path / "transformer.safetensors"), "transformer", assign=True)
         _rebuild_buffers(model)

@@ -1,15 +1,21 @@
 """Configuration dataclasses and the named model configs.
 
 Every tunable number of the tokenizer and the transformer lives here. The scale schedules are
-defined once (`SCHEDULES`) and referenced by name everywhere else.
+defined once (`SCHEDULES`) and referenced by name everywhere else. `from_dict` is the one loader
+of every config dataclass (model, training, sampling): real type coercion, one-line errors.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeVar, Union
+
+T = TypeVar("T")
 
 # The one source of truth for the official scale schedules (side length of each token map).
 SCHEDULES: dict[int, tuple[int, ...]] = {
@@ -165,7 +171,8 @@ def official_adaln_gamma(depth: int) -> float:
 
 @dataclass
 class SamplingConfig:
-    """How to draw tokens. Defaults are the official FID-evaluation settings."""
+    """How to draw tokens: the only container of sampling settings, checked here and nowhere
+    else. Defaults are the official FID-evaluation settings (`SAMPLING_PRESETS`)."""
 
     cfg: float = 1.5
     cfg_schedule: Any = "linear"  # "linear" | "constant" | list of per-scale values | ("off_from", k)
@@ -183,15 +190,38 @@ class SamplingConfig:
             raise ConfigError(f"top_p must be in [0, 1] (0 = off), got {self.top_p}")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if not math.isfinite(self.cfg):
-            raise ConfigError(f"cfg must be finite, got {self.cfg}")
+        if not (math.isfinite(self.cfg) and self.cfg >= self.CFG_MIN):
+            raise ConfigError(f"cfg must be a finite number >= {self.CFG_MIN:g} (0 = no guidance), got {self.cfg}")
+
+    CFG_MIN = 0.0  # guidance strength t in (1+t)*cond - t*uncond: below 0 it would push towards the null
+
+    def replace(self, **overrides: Any) -> "SamplingConfig":
+        """A copy with `overrides` applied; None means "not given". Unknown names are refused."""
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown sampling setting(s) {', '.join(unknown)}; known: {', '.join(names)}")
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def recommended(self) -> dict[str, Any]:
+        """The settings a model directory records as its recommendation (RECOMMENDED_KEYS)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if k in RECOMMENDED_KEYS}
 
 
-# Settings a model directory may recommend (config.json "sampling"), like a diffusers generation
-# config; what an interactive call uses when neither the caller nor the model says otherwise.
-INTERACTIVE_SAMPLING: dict[str, Any] = {"cfg": 4.0, "cfg_schedule": "linear", "top_k": 900, "top_p": 0.95,
-                                        "temperature": 1.0}
-RECOMMENDED_KEYS = tuple(INTERACTIVE_SAMPLING)
+# Named presets. A model directory may add its own recommendation (config.json "sampling", like a
+# diffusers generation config) on top of `interactive` for the settings in RECOMMENDED_KEYS.
+SAMPLING_PRESETS: dict[str, SamplingConfig] = {
+    "official_fid": SamplingConfig(),  # the official FID protocol: cfg 1.5, top-k 900, top-p 0.96
+    "interactive": SamplingConfig(cfg=4.0, top_p=0.95),  # what a call uses when nobody says otherwise
+}
+RECOMMENDED_KEYS = ("cfg", "cfg_schedule", "top_k", "top_p", "temperature")
+
+
+def sampling_preset(name: str) -> SamplingConfig:
+    if name not in SAMPLING_PRESETS:
+        raise ConfigError(f"unknown sampling preset {name!r}; known: {', '.join(SAMPLING_PRESETS)}")
+    return dataclasses.replace(SAMPLING_PRESETS[name])
 
 
 def recommended_sampling(d: Any, where: str = "sampling") -> dict[str, Any]:
@@ -263,48 +293,144 @@ def named_transformer(name: str) -> TransformerConfig:
     return dataclasses.replace(TRANSFORMERS[name])
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    d = dataclasses.asdict(cfg)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+# ---------------------------------------------------------------- the one config loader
+# Model configs (config.json), training configs (YAML + overrides) and sampling settings all go
+# through `from_dict`: values are coerced to the annotated types (a YAML "1e-4" becomes a float,
+# "true" a bool, a list a tuple) and every problem is ONE line naming the key.
+
+TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+FALSE_WORDS = frozenset({"false", "no", "off", "0"})
 
 
-def _check_type(owner: str, name: str, annotation: str, value: Any) -> None:
-    """Refuse a wrongly typed value from a config file before it reaches PyTorch."""
-    base = annotation.replace(" | None", "")
-    if value is None and "None" in annotation:
-        return
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-        "tuple[int, ...]": isinstance(value, (list, tuple))
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
-    }.get(base, True)
-    if not ok:
-        raise ConfigError(f"invalid {owner} value: {name} must be {base}, got {value!r}")
+def parse_bool(value: Any, where: str) -> bool:
+    """A bool, or one of TRUE_WORDS / FALSE_WORDS in any case."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, str)) and str(value).strip().lower() in TRUE_WORDS | FALSE_WORDS:
+        return str(value).strip().lower() in TRUE_WORDS
+    raise ConfigError(f"{where}: expected true/false, got {value!r}")
 
 
-def from_dict(cls: type, d: dict[str, Any]) -> Any:
-    """Build a config from a dict, refusing unknown keys with one clear line."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
+def _as_int(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, (float, str)) and not isinstance(value, bool):
+        try:
+            f = float(value)
+        except ValueError:
+            f = math.nan
+        if math.isfinite(f) and f.is_integer():
+            return int(f)
+    raise ConfigError(f"{where}: expected an integer, got {value!r}")
+
+
+def _as_float(value: Any, where: str) -> float:
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: expected a number, got {value!r}")
+
+
+def _coerce_seq(value: Any, tp: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")] if value.strip() else []
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    item = args[0] if args else Any
+    out = [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    return tuple(out) if tuple in (origin, tp) else out
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """`value` as the annotated type `tp`, or a one-line ConfigError naming `where`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        if isinstance(value, bool) and value not in args:  # YAML reads on/off/yes/no as booleans
+            words = ("on", "true", "yes") if value else ("off", "false", "no")
+            value = next((a for a in args if a in words), value)
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        return _coerce_seq(value, tp, where)
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    simple = {bool: parse_bool, int: _as_int, float: _as_float}
+    if tp in simple:
+        return simple[tp](value, where)
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{where}: cannot use {value!r} as {getattr(tp, '__name__', tp)}")
+
+
+def check_keys(cls: type, keys: Iterable[str], where: str = "") -> None:
+    """Refuse keys that are not fields of the dataclass `cls`: one line naming the first."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in keys if k not in names]
     if unknown:
-        raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
-    for f in dataclasses.fields(cls):
-        if f.name in d:
-            _check_type(cls.__name__, f.name, str(f.type), d[f.name])
+        key = f"{where}.{unknown[0]}" if where else str(unknown[0])
+        raise ConfigError(f"unknown config key {key!r}; {where or cls.__name__} has: {', '.join(names)}")
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> T:
+    """The (nested) dataclass `cls` from a mapping; unknown keys and bad values are one-line errors."""
+    data = dict(data or {})
+    check_keys(cls, data, where)
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     try:
-        return cls(**d)
+        return cls(**kwargs)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"invalid {cls.__name__} values: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{where or cls.__name__}: {str(e).splitlines()[0]}") from None
+
+
+def to_dict(cfg: Any) -> Any:
+    """A dataclass config as plain JSON/YAML data (tuples become lists), recursively."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
 
 
 __all__ = [
     "SCHEDULES", "schedule_for", "tokens_in", "ConfigError", "TokenizerConfig", "TransformerConfig",
     "SamplingConfig", "TOKENIZERS", "TRANSFORMERS", "named_tokenizer", "named_transformer",
-    "to_dict", "from_dict", "official_adaln_gamma", "RECOMMENDED_KEYS", "INTERACTIVE_SAMPLING",
-    "recommended_sampling",
+    "to_dict", "from_dict", "coerce", "check_keys", "parse_bool", "TRUE_WORDS", "FALSE_WORDS",
+    "official_adaln_gamma", "RECOMMENDED_KEYS", "SAMPLING_PRESETS", "sampling_preset", "recommended_sampling",
 ]

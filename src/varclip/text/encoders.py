@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl
 import torch
 import torch.nn.functional as F
 
+from ..config import ConfigError, parse_bool
 from ..weights import file_digest
 from .bpe import ClipTokenizer
 from .clip import ACTIVATIONS, ClipLoadError, ClipTextTower, load_clip_text_tower
@@ -394,15 +395,14 @@ class MiniLMEncoder(HFTextEncoder):
 
 # ---------------------------------------------------------------------------- factory
 
-_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 SPEC_HELP = ("text encoder spec: 'minilm', 'clip:PATH[?variant=varclip|openai&act=gelu|quickgelu&norm=1&heads=N]' "
              "or 'hf:PATH[?norm=0&maxlen=N]'")
 
 
 def _parse_bool(key: str, value: str) -> bool:
     try:
-        return _BOOL[value.lower()]
-    except KeyError:
+        return parse_bool(value, key)
+    except ConfigError:
         raise TextEncoderError(f"option {key}={value!r} is not a boolean (use 1/0)") from None
 
 

@@ -19,27 +19,22 @@ from ..checkpoints import (
     read_official,
     transformer_config_from_state,
 )
-from ..config import ConfigError, TransformerConfig, from_dict, named_transformer
+from ..config import ConfigError, TransformerConfig, from_dict, named_transformer, to_dict
 from ..tokenizer import VQTokenizer
 from .config import DataConfig, ModelConfig
 
 
 def transformer_config(model: ModelConfig) -> TransformerConfig:
-    """The named config with `arch` overrides, or the config of the `init_from` checkpoint."""
+    """The named config, or the config of the `init_from` checkpoint, with `arch` overrides."""
     if model.init_from:
         path = Path(model.init_from)
         if path.is_dir():
-            cfg = from_dict(TransformerConfig, read_model_config(path).get("transformer") or {})
+            base = from_dict(TransformerConfig, read_model_config(path).get("transformer"), "transformer")
         else:
-            cfg = transformer_config_from_state(read_official(path))
-        return dataclasses.replace(cfg, **model.arch) if model.arch else cfg
-    base = named_transformer(model.transformer)
-    if not model.arch:
-        return base
-    try:
-        return dataclasses.replace(base, **model.arch)
-    except TypeError as e:
-        raise ConfigError(f"model.arch: {str(e).splitlines()[0]}") from None
+            base = transformer_config_from_state(read_official(path))
+    else:
+        base = named_transformer(model.transformer)
+    return from_dict(TransformerConfig, {**to_dict(base), **model.arch}, "model.arch") if model.arch else base
 
 
 def load_frozen_tokenizer(path: str, tcfg: TransformerConfig, image_size: int,

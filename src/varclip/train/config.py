@@ -1,15 +1,14 @@
 """Typed training configs: dataclasses loaded from YAML and overridden from the command line.
 
-Two layers, so that other trainers (the tokenizer trainer) can reuse the first:
+The one home of the training config dataclasses, in two layers:
 
-* Generic machinery: `build_config(cls, mapping)` turns nested dicts into nested dataclasses,
-  coercing values to the annotated types and refusing unknown keys with ONE line that names
-  the key and lists the known ones; `apply_overrides` applies dotted `key.sub=value` strings
-  (values parsed as YAML, so `[1, 2]`, `null`, `true` work, and `1e-4` becomes a float because
-  the field says so); `load_config(cls, path, overrides)` does both; `config_to_dict` goes back.
-* Reusable sections (`OptimConfig`, `ScheduleConfig`, `LoggingConfig`, `CheckpointConfig`,
-  `DistConfig`) and the generator's `TrainConfig` with its `DataConfig`, `ModelConfig`,
-  `LossConfig`.
+* YAML and overrides: `apply_overrides` applies dotted `key.sub=value` strings (values parsed as
+  YAML, so `[1, 2]`, `null`, `true` work); `load_config(cls, path, overrides)` reads a file,
+  applies them and builds `cls` with `varclip.config.from_dict`, the one loader of every config
+  (type coercion: `1e-4` becomes a float because the field says so; one-line errors).
+* Sections: reusable ones (`OptimConfig`, `ScheduleConfig`, `LoggingConfig`, `CheckpointConfig`,
+  `DistConfig`), the generator's `TrainConfig` with its `DataConfig`, `ModelConfig`,
+  `LossConfig`, and the tokenizer trainer's `TokenizerTrainConfig` with its sections.
 
 Why dataclasses rather than a free-form dict: a typo in a 200-epoch recipe must fail at start,
 not silently train with a default.
@@ -18,150 +17,20 @@ not silently train with a default.
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from ..config import ConfigError
+from ..config import ConfigError, TokenizerConfig, TransformerConfig, check_keys, from_dict, to_dict
 
 T = TypeVar("T")
 
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-
-
-# ---------------------------------------------------------------------------- generic machinery
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """`value` as type `tp`, or a one-line ConfigError naming `where`."""
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if origin is Literal:
-        if isinstance(value, bool) and value not in args:  # YAML reads on/off/yes/no as booleans
-            words = ("on", "true", "yes") if value else ("off", "false", "no")
-            value = next((a for a in args if a in words), value)
-        if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        if isinstance(tp, type) and isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
-        return build_config(tp, value, where)
-    if origin in (list, tuple, Sequence) or tp in (list, tuple):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",")] if value.strip() else []
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(value) != len(args):
-                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        item = args[0] if args else Any
-        out = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple or tp is tuple else out
-    if origin is dict or tp is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, (int, str)) and str(value).strip().lower() in _TRUE | _FALSE:
-            return str(value).strip().lower() in _TRUE
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                f = float(value)
-            except ValueError:
-                f = math.nan
-            if math.isfinite(f) and f.is_integer():
-                return int(f)
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    if isinstance(tp, type) and isinstance(value, tp):
-        return value
-    raise ConfigError(f"{where}: cannot use {value!r} as {_type_name(tp)}")
-
-
-def build_config(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> T:
-    """Nested dataclass `cls` from a mapping; unknown keys and bad values are one-line errors."""
-    data = dict(data or {})
-    hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        key = f"{where}.{unknown[0]}" if where else str(unknown[0])
-        raise ConfigError(f"unknown config key {key!r}; {where or 'the top level'} has: {', '.join(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where or cls.__name__}: {str(e).splitlines()[0]}") from None
-
-
-def config_to_dict(cfg: Any) -> Any:
-    """A dataclass config as plain YAML/JSON-friendly data (tuples become lists)."""
-    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-    if isinstance(cfg, (list, tuple)):
-        return [config_to_dict(v) for v in cfg]
-    if isinstance(cfg, dict):
-        return {k: config_to_dict(v) for k, v in cfg.items()}
-    return cfg
+# ---------------------------------------------------------------------------- YAML and overrides
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -181,17 +50,13 @@ def _check_key(cls: type, parts: list[str]) -> None:
     """Refuse a dotted key that does not name a field (dict-typed fields accept any sub key)."""
     tp: Any = cls
     for i, part in enumerate(parts):
-        here = ".".join(parts[: i + 1])
         if not (dataclasses.is_dataclass(tp) and isinstance(tp, type)):
             origin = typing.get_origin(tp)
             if origin is dict or tp is dict or tp is Any:
                 return
             raise ConfigError(f"unknown config key {'.'.join(parts)!r}: {'.'.join(parts[:i])!r} has no sub keys")
-        names = [f.name for f in dataclasses.fields(tp)]
-        if part not in names:
-            section = ".".join(parts[:i]) or "the top level"
-            raise ConfigError(f"unknown config key {here!r}; {section} has: {', '.join(names)}")
-        tp = _hints(tp)[part]
+        check_keys(tp, [part], ".".join(parts[:i]))
+        tp = typing.get_type_hints(tp)[part]
         if typing.get_origin(tp) in (Union, types.UnionType):
             non_none = [a for a in typing.get_args(tp) if a is not type(None)]
             tp = non_none[0] if len(non_none) == 1 else Any
@@ -233,20 +98,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Defaults <- YAML file <- dotted overrides, as a typed `cls`."""
     data = read_yaml(path) if path else {}
-    return build_config(cls, apply_overrides(cls, data, overrides))
+    return from_dict(cls, apply_overrides(cls, data, overrides))
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
-
-
-def check_arch_keys(arch: Mapping[str, Any], cls: type, where: str) -> None:
-    """Refuse keys of an `arch` override mapping that are not fields of the dataclass `cls`."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(arch) - known)
-    if unknown:
-        raise ConfigError(f"unknown config key '{where}.{unknown[0]}'; {cls.__name__} has: "
-                          f"{', '.join(sorted(known))}")
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------- reusable sections
@@ -388,8 +244,7 @@ class ModelConfig:
     init_from: str = ""  # native model directory or official transformer .pth
 
     def __post_init__(self) -> None:
-        from ..config import TransformerConfig
-        check_arch_keys(self.arch, TransformerConfig, "model.arch")
+        check_keys(TransformerConfig, self.arch, "model.arch")
 
 
 @dataclass
@@ -449,8 +304,129 @@ class TrainConfig:
             raise ConfigError("ema_decay must be in [0, 1)")
 
 
+# ---------------------------------------------------------------------------- tokenizer training
+
+
+@dataclass
+class TokenizerOptimConfig(OptimConfig):
+    """AdamW for the autoencoder: lr given directly (tokenizer batches are small), no decay on
+    the codebook (decay would pull unused codes to 0, where they then stay dead)."""
+
+    lr: float = 1e-4
+    no_decay_keys: list[str] = field(default_factory=lambda: ["quantize.embedding"])
+    grad_clip: float = 1.0
+
+
+@dataclass
+class DiscOptimConfig(OptimConfig):
+    """AdamW for the discriminator."""
+
+    lr: float = 1e-4
+    no_decay_keys: list[str] = field(default_factory=list)
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TokenizerDataConfig:
+    """Images only: a folder (searched recursively) or a caption manifest (captions ignored)."""
+
+    source: str = ""
+    image_size: int = 0  # 0: the tokenizer's native size (last patch number x downsample)
+    random_crop: bool = True  # VAR's train transform; False: center crop
+    hflip: bool = False
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.image_size < 0 or self.num_workers < 0:
+            raise ConfigError("data.image_size and data.num_workers must be >= 0")
+
+
+@dataclass
+class TokenizerModelConfig:
+    """Which tokenizer to train, where to start from, and the perceptual network's weights."""
+
+    config: str = "tiny"  # a named TokenizerConfig (varclip.config.TOKENIZERS)
+    arch: dict[str, Any] = field(default_factory=dict)  # TokenizerConfig field overrides
+    patch_nums: list[int] = field(default_factory=list)  # [] = the config's / checkpoint's schedule
+    init_from: str = ""  # official VQVAE .pth or native directory: fine-tune it
+    perceptual_weights: str = "auto"  # PATH | auto | stlpips | none (see tokenizer_losses)
+    perceptual_lin_weights: str = "auto"  # PATH | auto (the lpips package's, if installed) | none
+    # fresh tokenizers only: "uniform" U(-1/V, 1/V) (VQGAN's), "keep" (the module's N(0, 1))
+    codebook_init: Literal["uniform", "keep"] = "uniform"
+
+    def __post_init__(self) -> None:
+        check_keys(TokenizerConfig, self.arch, "tokenizer.arch")
+
+
+@dataclass
+class TokenizerLossConfig:
+    """Weights of the loss terms, and dead-code re-seeding."""
+
+    l1: float = 1.0
+    l2: float = 0.0
+    vq: float = 1.0
+    perceptual: float = 1.0  # 0: never build the perceptual network
+    reseed_every: int = 0  # steps between dead-code re-seeding; 0: off
+    reseed_threshold: float = 0.03  # dead: usage EMA < threshold x the mean usage of all codes
+    reseed_source: Literal["finest", "all"] = "finest"  # residuals of the finest scale, or of all scales
+
+    def __post_init__(self) -> None:
+        if min(self.l1, self.l2, self.vq, self.perceptual) < 0:
+            raise ConfigError("loss weights must be >= 0")
+        if self.reseed_every < 0 or self.reseed_threshold < 0:
+            raise ConfigError("loss.reseed_every and loss.reseed_threshold must be >= 0")
+
+
+@dataclass
+class DiscConfig:
+    """PatchGAN with hinge loss, switched on at step `start` (< 0: never)."""
+
+    start: int = -1
+    weight: float = 0.5
+    adaptive: bool = True  # VQGAN's gradient-norm balancing; False: the constant `weight`
+    max_adaptive: float = 1e4
+    ch: int = 64
+    n_layers: int = 3
+    norm: Literal["group", "batch", "instance", "none"] = "group"
+    optim: DiscOptimConfig = field(default_factory=DiscOptimConfig)
+
+    def __post_init__(self) -> None:
+        if self.n_layers < 1 or self.ch < 1:
+            raise ConfigError("disc.n_layers and disc.ch must be >= 1")
+
+
+@dataclass
+class TokenizerTrainConfig:
+    """Everything `varclip train-tokenizer` needs; `batch_size` is the GLOBAL batch per step."""
+
+    out_dir: str = "runs/tokenizer"
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = 16
+    precision: Literal["fp32", "bf16"] = "fp32"
+    ema_decay: float = 0.0  # > 0: keep an EMA of the weights
+    export_ema: bool = True  # export the EMA weights when there are any
+    step_sleep_s: float = 0.0  # testing aid: sleep after each step (to interrupt a run mid-way)
+    data: TokenizerDataConfig = field(default_factory=TokenizerDataConfig)
+    tokenizer: TokenizerModelConfig = field(default_factory=TokenizerModelConfig)
+    loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
+    disc: DiscConfig = field(default_factory=DiscConfig)
+    optim: TokenizerOptimConfig = field(default_factory=TokenizerOptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError("ema_decay must be in [0, 1)")
+
+
 __all__ = [
-    "ConfigError", "build_config", "config_to_dict", "parse_override", "apply_overrides", "read_yaml",
-    "load_config", "save_config", "check_arch_keys", "OptimConfig", "ScheduleConfig", "LoggingConfig",
+    "ConfigError", "parse_override", "apply_overrides", "read_yaml", "load_config", "save_config", "OptimConfig", "ScheduleConfig", "LoggingConfig",
     "CheckpointConfig", "DistConfig", "DataConfig", "ModelConfig", "LossConfig", "TrainConfig",
+    "TokenizerOptimConfig", "DiscOptimConfig", "TokenizerDataConfig", "TokenizerModelConfig", "TokenizerLossConfig",
+    "DiscConfig", "TokenizerTrainConfig",
 ]

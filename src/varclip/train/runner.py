@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError
+from ..config import ConfigError, to_dict
 from .checkpointing import Checkpoint, restore_rng
-from .config import ScheduleConfig, config_to_dict, load_config, save_config
+from .config import ScheduleConfig, load_config, save_config
 from .distributed import broadcast_object, init_distributed, shutdown
 from .logging import RunLogger
 
@@ -58,7 +58,7 @@ class LoopTrainer:
     def _export_extra(self, steps_done: int) -> dict[str, Any]:
         """The `training` record of an exported directory."""
         return {"training": {"steps": steps_done, "ema": bool(self.ema is not None and self.cfg.export_ema),
-                             "config": config_to_dict(self.cfg)}}
+                             "config": to_dict(self.cfg)}}
 
     # ------------------------------------------------------------------ resuming
     def resume(self) -> tuple[int, list[str]]:
@@ -193,7 +193,7 @@ def train_cli(argv: list[str], parse: Callable[[list[str]], tuple[Any, argparse.
     cfg, args = parse(argv)
     if args.print_config:
         import yaml
-        sys.stdout.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
     train(cfg)
     return 0

@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from ..checkpoints import load_tokenizer, save_model_dir
-from ..config import ConfigError, TokenizerConfig, named_tokenizer
+from ..config import ConfigError, TokenizerConfig, from_dict, named_tokenizer, to_dict
 from ..data.images import mix_seed
 from ..tokenizer import VQTokenizer
 from .checkpointing import Checkpoint, CheckpointManager, seed_everything
-from .config import CheckpointConfig, DistConfig, LoggingConfig, OptimConfig, ScheduleConfig, check_arch_keys
+from .config import TokenizerModelConfig, TokenizerTrainConfig
 from .distributed import (DistEnv, all_reduce_mean, broadcast_object, full_model_state, full_optimizer_state,
                           load_full_model_state, load_full_optimizer_state, resolve_strategy, wrap_model)
 from .ema import EMA
@@ -45,126 +45,6 @@ from .tokenizer_losses import (PatchDiscriminator, PerceptualLoss, adaptive_gan_
                                reseed_dead_codes)
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16}
-
-# --------------------------------------------------------------------------- config
-
-
-@dataclass
-class TokenizerOptimConfig(OptimConfig):
-    """AdamW for the autoencoder: lr given directly (tokenizer batches are small), no decay on
-    the codebook (decay would pull unused codes to 0, where they then stay dead)."""
-
-    lr: float = 1e-4
-    no_decay_keys: list[str] = field(default_factory=lambda: ["quantize.embedding"])
-    grad_clip: float = 1.0
-
-
-@dataclass
-class DiscOptimConfig(OptimConfig):
-    """AdamW for the discriminator."""
-
-    lr: float = 1e-4
-    no_decay_keys: list[str] = field(default_factory=list)
-    grad_clip: float = 1.0
-
-
-@dataclass
-class TokenizerDataConfig:
-    """Images only: a folder (searched recursively) or a caption manifest (captions ignored)."""
-
-    source: str = ""
-    image_size: int = 0  # 0: the tokenizer's native size (last patch number x downsample)
-    random_crop: bool = True  # VAR's train transform; False: center crop
-    hflip: bool = False
-    num_workers: int = 2
-
-    def __post_init__(self) -> None:
-        if self.image_size < 0 or self.num_workers < 0:
-            raise ConfigError("data.image_size and data.num_workers must be >= 0")
-
-
-@dataclass
-class TokenizerModelConfig:
-    """Which tokenizer to train, where to start from, and the perceptual network's weights."""
-
-    config: str = "tiny"  # a named TokenizerConfig (varclip.config.TOKENIZERS)
-    arch: dict[str, Any] = field(default_factory=dict)  # TokenizerConfig field overrides
-    patch_nums: list[int] = field(default_factory=list)  # [] = the config's / checkpoint's schedule
-    init_from: str = ""  # official VQVAE .pth or native directory: fine-tune it
-    perceptual_weights: str = "auto"  # PATH | auto | stlpips | none (see tokenizer_losses)
-    perceptual_lin_weights: str = "auto"  # PATH | auto (the lpips package's, if installed) | none
-    # fresh tokenizers only: "uniform" U(-1/V, 1/V) (VQGAN's), "keep" (the module's N(0, 1))
-    codebook_init: Literal["uniform", "keep"] = "uniform"
-
-    def __post_init__(self) -> None:
-        check_arch_keys(self.arch, TokenizerConfig, "tokenizer.arch")
-
-
-@dataclass
-class TokenizerLossConfig:
-    """Weights of the loss terms, and dead-code re-seeding."""
-
-    l1: float = 1.0
-    l2: float = 0.0
-    vq: float = 1.0
-    perceptual: float = 1.0  # 0: never build the perceptual network
-    reseed_every: int = 0  # steps between dead-code re-seeding; 0: off
-    reseed_threshold: float = 0.03  # dead: usage EMA < threshold x the mean usage of all codes
-    reseed_source: Literal["finest", "all"] = "finest"  # residuals of the finest scale, or of all scales
-
-    def __post_init__(self) -> None:
-        if min(self.l1, self.l2, self.vq, self.perceptual) < 0:
-            raise ConfigError("loss weights must be >= 0")
-        if self.reseed_every < 0 or self.reseed_threshold < 0:
-            raise ConfigError("loss.reseed_every and loss.reseed_threshold must be >= 0")
-
-
-@dataclass
-class DiscConfig:
-    """PatchGAN with hinge loss, switched on at step `start` (< 0: never)."""
-
-    start: int = -1
-    weight: float = 0.5
-    adaptive: bool = True  # VQGAN's gradient-norm balancing; False: the constant `weight`
-    max_adaptive: float = 1e4
-    ch: int = 64
-    n_layers: int = 3
-    norm: Literal["group", "batch", "instance", "none"] = "group"
-    optim: DiscOptimConfig = field(default_factory=DiscOptimConfig)
-
-    def __post_init__(self) -> None:
-        if self.n_layers < 1 or self.ch < 1:
-            raise ConfigError("disc.n_layers and disc.ch must be >= 1")
-
-
-@dataclass
-class TokenizerTrainConfig:
-    """Everything `varclip train-tokenizer` needs; `batch_size` is the GLOBAL batch per step."""
-
-    out_dir: str = "runs/tokenizer"
-    seed: int = 0
-    device: str = "auto"
-    batch_size: int = 16
-    precision: Literal["fp32", "bf16"] = "fp32"
-    ema_decay: float = 0.0  # > 0: keep an EMA of the weights
-    export_ema: bool = True  # export the EMA weights when there are any
-    step_sleep_s: float = 0.0  # testing aid: sleep after each step (to interrupt a run mid-way)
-    data: TokenizerDataConfig = field(default_factory=TokenizerDataConfig)
-    tokenizer: TokenizerModelConfig = field(default_factory=TokenizerModelConfig)
-    loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
-    disc: DiscConfig = field(default_factory=DiscConfig)
-    optim: TokenizerOptimConfig = field(default_factory=TokenizerOptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    dist: DistConfig = field(default_factory=DistConfig)
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError("batch_size must be >= 1")
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError("ema_decay must be in [0, 1)")
-
 
 # --------------------------------------------------------------------------- the model
 
@@ -194,16 +74,9 @@ def build_tokenizer(m: TokenizerModelConfig) -> VQTokenizer:
             raise ConfigError(f"tokenizer.init_from not found: {m.init_from}")
         tok = load_tokenizer(m.init_from, pn)
         return _with_schedule(tok, pn or tuple(tok.patch_nums))
+    overrides = {**m.arch, **({"patch_nums": pn} if pn else {})}
     cfg = named_tokenizer(m.config)
-    overrides = dict(m.arch)
-    if pn:
-        overrides["patch_nums"] = pn
-    if overrides:
-        try:
-            cfg = dataclasses.replace(cfg, **overrides)
-        except TypeError as e:
-            raise ConfigError(f"tokenizer.arch: {str(e).splitlines()[0]}") from None
-    tok = VQTokenizer(cfg)
+    tok = VQTokenizer(from_dict(TokenizerConfig, {**to_dict(cfg), **overrides}, "tokenizer.arch") if overrides else cfg)
     if m.codebook_init == "uniform":
         init_codebook_uniform(tok)
     return tok
@@ -494,7 +367,8 @@ class TokenizerTrainer(LoopTrainer):
         n = self.cfg.logging.sample_count
         if not self.env.is_main or n < 1 or self.preview is None:
             return None
-        from ..grid import make_grid, save_image_atomic, to_pil
+        from ..data.images import to_pil, to_unit
+        from ..grid import make_grid, save_image_atomic
         tok = self.export_model()
         was = tok.training
         tok.eval()
@@ -503,7 +377,7 @@ class TokenizerTrainer(LoopTrainer):
             rec = tok.decode(tok.encode(x, self.patch_nums), self.patch_nums)
         finally:
             tok.train(was)
-        imgs = to_pil(torch.cat([(x + 1) / 2, (rec + 1) / 2], 0))
+        imgs = to_pil(to_unit(torch.cat([x, rec], 0)))
         grid = make_grid(imgs, ncol=x.shape[0], title=f"step {step}: originals / reconstructions")
         path = save_image_atomic(grid, self.out / "samples" / f"recon-{step:08d}.png")
         self.log.image("reconstructions", grid, step)
@@ -538,7 +412,5 @@ def cli_train_tokenizer(argv: list[str]) -> int:
     return train_cli(argv, parse_tokenizer_args, train_tokenizer)
 
 
-__all__ = ["TokenizerTrainConfig", "TokenizerDataConfig", "TokenizerModelConfig", "TokenizerLossConfig",
-           "DiscConfig", "TokenizerOptimConfig", "DiscOptimConfig", "TokenizerTrainer", "TokenizerTrainResult",
-           "build_tokenizer", "init_codebook_uniform", "last_decoder_layer", "train_tokenizer", "parse_tokenizer_args",
-           "cli_train_tokenizer"]
+__all__ = ["TokenizerTrainer", "TokenizerTrainResult", "build_tokenizer", "init_codebook_uniform",
+           "last_decoder_layer", "train_tokenizer", "parse_tokenizer_args", "cli_train_tokenizer"]
