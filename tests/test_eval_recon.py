@@ -13,8 +13,9 @@ from PIL import Image
 
 from varclip.checkpoints import save_model_dir
 from varclip.config import named_tokenizer
-from varclip.eval import (CodebookUsage, cli_eval_recon, evaluate_reconstruction, gaussian_window,
-                          image_source_dataset, patch_nums_for, psnr, ssim)
+from varclip.data.sources import image_source_dataset
+from varclip.eval import (CodebookUsage, cli_eval_recon, evaluate_reconstruction, gaussian_window, patch_nums_for,
+                          psnr, ssim)
 from varclip.tokenizer import VQTokenizer
 
 

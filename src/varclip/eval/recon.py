@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,42 +18,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ..config import SCHEDULES
+from ..data.sources import image_source_dataset
 from .metrics import CodebookUsage, MeanMeter, Record, psnr, ssim
 
 log = logging.getLogger("varclip.eval")
-
-
-# --------------------------------------------------------------------------- data
-
-
-def image_source_dataset(source: str | os.PathLike[str], size: int, train: bool = False,
-                         seed: int | None = None, hflip: bool = False) -> Dataset:
-    """Images only, from a folder (searched recursively, flat or class sub-folders alike) or a
-    caption manifest (.jsonl/.csv/.txt; captions ignored, an image listed with several captions
-    counted once). Items are (CHW in [-1,1], 0)."""
-    from ..data import RobustImageDataset, read_caption_manifest
-    from ..data.images import ImageTransform, is_image_file
-
-    src = Path(source)
-    if src.is_dir():
-        files = sorted(p for p in src.rglob("*")
-                       if p.is_file() and is_image_file(p) and not any(part.startswith(".") for part in
-                                                                          p.relative_to(src).parts))
-        if not files:
-            raise ValueError(f"no image files under {src}")
-        return RobustImageDataset([(p, 0) for p in files], ImageTransform(size, train=train, hflip=hflip),
-                                  seed=seed, name=f"images({src})")
-    if src.is_file():
-        manifest = read_caption_manifest(src)
-        files = list(dict.fromkeys(path for path, _ in manifest.records))  # one row per image, not per caption
-        if not files:
-            raise ValueError(f"{src}: no usable lines ({manifest.summary()})")
-        return RobustImageDataset([(p, 0) for p in files], ImageTransform(size, train=train, hflip=hflip),
-                                  seed=seed, name=f"images({src})")
-    raise FileNotFoundError(f"data not found: {src} (give an image folder or a caption manifest)")
 
 
 # --------------------------------------------------------------------------- metrics hook
@@ -224,5 +194,4 @@ def cli_eval_recon(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["ImageMetric", "ReconResult", "evaluate_reconstruction", "image_source_dataset",
-           "patch_nums_for", "cli_eval_recon", "to_unit"]
+__all__ = ["ImageMetric", "ReconResult", "evaluate_reconstruction", "patch_nums_for", "cli_eval_recon", "to_unit"]

@@ -32,6 +32,7 @@ import torch
 from ..checkpoints import load_tokenizer, save_model_dir
 from ..config import ConfigError, TokenizerConfig, from_dict, named_tokenizer, to_dict
 from ..data.images import mix_seed
+from ..data.sources import image_source_dataset
 from ..tokenizer import VQTokenizer
 from .checkpointing import Checkpoint, CheckpointManager, seed_everything
 from .config import TokenizerModelConfig, TokenizerTrainConfig
@@ -159,7 +160,6 @@ class TokenizerTrainer(LoopTrainer):
         self.preview: torch.Tensor | None = None
 
     def _build_data(self) -> Any:
-        from ..eval.recon import image_source_dataset
         from .batches import ImageData
         cfg, env = self.cfg, self.env
         if not cfg.data.source:
