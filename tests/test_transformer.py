@@ -8,6 +8,7 @@ from torch import nn
 
 from varclip.config import ConfigError, TransformerConfig, named_transformer
 from varclip.model import Cond, VARTransformer
+from varclip.train.generator import CondDropNet
 
 
 def test_init_recipe_without_global_patching():
@@ -41,7 +42,7 @@ def test_condition_dropout_only_when_asked():
     a = m(cond, x)
     b = m(cond, x)
     assert torch.equal(a, b)  # no hidden dropout inside forward
-    dropped = m(cond, x, drop=torch.tensor([True, False]))
+    dropped = CondDropNet(m)(cond, x, torch.tensor([True, False]))  # training's one route
     null = m(Cond(torch.tensor([10, 2])), x)
     assert torch.allclose(dropped, null)
 

@@ -44,15 +44,28 @@ class VARTransformer(nn.Module):
         ])
         self.head_nm = AdaLNHead(C, cfg.norm_eps)
         self.head = nn.Linear(C, cfg.vocab_size)
-        lvl = torch.cat([torch.full((p * p,), i) for i, p in enumerate(cfg.patch_nums)]).view(1, self.L)
-        self.register_buffer("lvl_1L", lvl, persistent=False)
+        self.register_buffer("lvl_1L", torch.empty(1, self.L, dtype=torch.long), persistent=False)
+        self.register_buffer("attn_bias", torch.empty(1, 1, self.L, self.L), persistent=False)
+        self.init_buffers()
         init_weights(self)
+
+    def init_buffers(self, device: torch.device | str | None = None) -> None:
+        """Build the derived buffers (token levels, block-causal mask, zero key biases) on `device`
+        (default: where they are). Loaders build the model on the meta device, assign the
+        weights, then call this with the weights' device."""
+        device = torch.device(device) if device is not None else self.lvl_1L.device
+        lvl = torch.cat([torch.full((p * p,), i, device=device) for i, p in enumerate(self.patch_nums)])
+        self.lvl_1L = lvl.view(1, self.L)
+        # 0 where scale(query) >= scale(key), else -inf; built once, not in every forward
+        self.attn_bias = torch.where(lvl[:, None] >= lvl[None, :], 0.0, -torch.inf).view(1, 1, self.L, self.L)
+        for b in self.blocks:
+            b.attn.zero_k_bias = torch.zeros(self.C, device=device)
 
     # ------------------------------------------------------------------ pieces
     def block_causal_mask(self, length: int | None = None) -> torch.Tensor:
         """(1,1,l,l) float mask: 0 where scale(query) >= scale(key), else -inf."""
-        lvl = self.lvl_1L[0, : length or self.L]
-        return torch.where(lvl[:, None] >= lvl[None, :], 0.0, -torch.inf).view(1, 1, lvl.numel(), lvl.numel())
+        n = length or self.L
+        return self.attn_bias if n == self.L else self.attn_bias[:, :, :n, :n]
 
     def lvl_pos(self) -> torch.Tensor:
         return self.lvl_embed(self.lvl_1L) + self.pos_1LC
@@ -63,8 +76,18 @@ class VARTransformer(nn.Module):
             return cond_vec
         return self.shared_ada_lin(cond_vec).view(-1, 1, 6, self.C)
 
-    def logits(self, x: torch.Tensor, cond_vec: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_nm(x.float(), cond_vec).float()).float()
+    def adaln(self, cond_vec: torch.Tensor) -> list[torch.Tensor]:
+        """Every block's AdaLN modulation (B,1,6,C) for these conditions (see `AdaLNBlock.ada`)."""
+        mod = self.modulation(cond_vec)
+        return [b.ada(mod) for b in self.blocks]
+
+    def head_adaln(self, cond_vec: torch.Tensor) -> torch.Tensor:
+        """The head's AdaLN modulation (B,1,2,C) for these conditions."""
+        return self.head_nm.ada(cond_vec)
+
+    def logits(self, x: torch.Tensor, cond_vec: torch.Tensor, ada: torch.Tensor | None = None) -> torch.Tensor:
+        """Codebook logits; `ada` is `head_adaln(cond_vec)` when the caller has it already."""
+        return self.head(self.head_nm(x.float(), cond_vec, ada).float()).float()
 
     def first_tokens(self, cond_vec: torch.Tensor, lvl_pos: torch.Tensor) -> torch.Tensor:
         B = cond_vec.shape[0]
@@ -76,22 +99,23 @@ class VARTransformer(nn.Module):
         return self.word_embed(x_in) + lvl_pos[:, start: start + x_in.shape[1]]
 
     def run_blocks(self, x: torch.Tensor, cond_vec: torch.Tensor, cond: Cond, mask: torch.Tensor | None = None,
-                   caches: list[KVCache] | None = None) -> torch.Tensor:
-        mod = self.modulation(cond_vec)
+                   caches: list[KVCache] | None = None, ada: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """All blocks. `ada`: `adaln(cond_vec)` computed once by the caller (sampling); without it
+        each block computes its modulation inside its own forward (as sharded training needs)."""
+        mod = self.modulation(cond_vec) if ada is None else None
         for i, block in enumerate(self.blocks):
-            x = block(x, mod, mask, None if caches is None else caches[i], cond.tokens, cond.mask)
+            x = block(x, mod, mask, None if caches is None else caches[i], cond.tokens, cond.mask,
+                      None if ada is None else ada[i])
         return x
 
     # ------------------------------------------------------------------ teacher forcing
-    def forward(self, cond: Cond, x_in: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, cond: Cond, x_in: torch.Tensor) -> torch.Tensor:
         """Logits (B, l, V) for every token given the teacher-forcing input (B, l-first_l, Cvae).
 
-        `drop` (B,) bool replaces those rows' condition by the null condition (training only;
-        the trainer draws it, the model never drops on its own).
+        The model never drops conditions on its own: the trainer's `CondDropNet` swaps in the null
+        condition for the rows it draws.
         """
         B = x_in.shape[0]
-        if drop is not None and drop.any():
-            cond = cond.where(drop, self.cond.null(B, x_in.device))
         ed = self.first_l + x_in.shape[1]
         with torch.autocast(device_type=x_in.device.type, enabled=False):
             cond_vec = self.cond(cond).float()
