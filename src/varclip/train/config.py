@@ -123,6 +123,9 @@ class OptimConfig:
     no_decay_keys: list[str] = field(default_factory=lambda: [
         "pos_start", "pos_1LC", "lvl_embed", "gamma", "ada_gss", "scale_mul"])
     grad_clip: float = 2.0  # <= 0: off (the norm is still measured and logged)
+    # a step with a non-finite loss or gradient norm is skipped; this many in a row stop the run
+    # with an error (0: never stop). Read from the run's `optim` section only.
+    max_nonfinite_steps: int = 10
     fused: bool = False  # fused AdamW kernel (CUDA)
 
     def __post_init__(self) -> None:
@@ -130,6 +133,8 @@ class OptimConfig:
             raise ConfigError("optim: base_lr or lr must be > 0")
         if self.lr_ref_batch < 1:
             raise ConfigError("optim.lr_ref_batch must be >= 1")
+        if self.max_nonfinite_steps < 0:
+            raise ConfigError("optim.max_nonfinite_steps must be >= 0")
         if not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"optim.betas must be in [0, 1), got {self.betas}")
 

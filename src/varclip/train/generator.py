@@ -259,17 +259,18 @@ class GeneratorTrainer(LoopTrainer):
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grad_norm = clip_grad_norm(self.net.parameters(), cfg.optim.grad_clip)
-        if self.scaler is not None:
+        ok = self.finite_step(sums[0], grad_norm if self.scaler is None else 0.0)
+        if self.scaler is not None:  # skips non-finite gradients itself
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        else:
+        elif ok:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
+        if self.ema is not None and ok:
             self.ema.update(self.net)
         self.schedule.advance()
         return {"sums": sums / cfg.grad_accum, "grad_norm": torch.tensor(grad_norm), "lr": torch.tensor(lr),
-                "scales": torch.tensor(k_now)}
+                "scales": torch.tensor(k_now), "skipped": not ok}
 
     def _metrics(self, local: dict[str, torch.Tensor], images_per_s: float, epoch: int) -> dict[str, Any]:
         K = len(self.patch_nums)

@@ -4,7 +4,7 @@ Only rank 0 writes (other ranks get a silent logger), so trainers call it uncond
 The JSONL file (`metrics.jsonl`, one object per record with at least "step") is the durable
 record: tests and plots read it, and a resumed run first drops the records past its checkpoint
 so the file always describes ONE consistent run. Tensorboard is used when its package is
-importable and is never required.
+importable and is never required; when it is asked for but missing, the run says so once.
 """
 
 from __future__ import annotations
@@ -73,12 +73,16 @@ class RunLogger:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         truncate_metrics(self.jsonl, start_step)
         self._fh = open(self.jsonl, "a", encoding="utf-8")
-        if tensorboard and tensorboard_available():
+        tb_missing = tensorboard and not tensorboard_available()
+        if tensorboard and not tb_missing:
             from torch.utils.tensorboard import SummaryWriter
             self._tb = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=start_step + 1)
         if progress:
             from tqdm import tqdm
             self._bar = tqdm(total=total_steps, initial=start_step, desc=desc, dynamic_ncols=True, mininterval=1.0)
+        if tb_missing:
+            self.write(f"note: tensorboard is not installed, metrics go to {self.jsonl} only "
+                       f"(pip install tensorboard, or set logging.tensorboard=false)")
 
     @property
     def tensorboard(self) -> bool:

@@ -219,13 +219,15 @@ class TokenizerTrainer(LoopTrainer):
             m["g_loss"], m["gan_weight"] = g_loss.detach(), w.detach()
         loss.backward()
         grad_norm = clip_grad_norm(self.tok.parameters(), cfg.optim.grad_clip)
-        self.optimizer.step()
+        ok = self.finite_step(loss.detach(), grad_norm)
+        if ok:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
+        if self.ema is not None and ok:
             self.ema.update(self.tok)
         self.schedule.advance()
         d_norm = 0.0
-        if gan_on:
+        if gan_on and ok:
             d_norm = self._disc_step(x, rec.detach(), step, m)
         for s, idx in enumerate(ids):
             self.hits[s] += torch.bincount(idx.flatten(), minlength=self.hits.shape[1]).to(self.hits.dtype)
@@ -234,7 +236,7 @@ class TokenizerTrainer(LoopTrainer):
         m.update(loss=loss.detach(), l1=l1.detach(), l2=l2.detach(), vq=vq_loss.detach().float())
         return {"losses": torch.stack([m[k].float() for k in _LOSS_KEYS]), "lr": torch.tensor(lr),
                 "grad_norm": torch.tensor(grad_norm), "d_grad_norm": torch.tensor(d_norm),
-                "gan": torch.tensor(float(gan_on))}
+                "gan": torch.tensor(float(gan_on)), "skipped": not ok}
 
     def _disc_step(self, x: torch.Tensor, rec: torch.Tensor, step: int, m: dict[str, torch.Tensor]) -> float:
         """Real and reconstructed images in ONE forward (DDP wants one forward per backward)."""
