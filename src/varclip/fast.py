@@ -1,0 +1,224 @@
+"""The `--fast` preset: speed-ups that trade a measured sliver of quality for speed.
+
+Exact mode (the default) never passes through here, so its tokens stay bit-identical to the
+official stream. `FastConfig` names the pieces; "auto" switches a piece on where it was
+measured to pay (docs/benchmarks.md):
+
+- autocast: bf16 where the device has native bf16 matmuls (AMX/AVX512-BF16 CPUs, CUDA); the
+  fast model holds a bf16 copy of the weights (the float32 model stays for exact mode).
+- compile: `torch.compile` of the per-scale step, shapes static per scale; on CUDA the
+  "reduce-overhead" mode (CUDA graphs over the KV buffers, which are allocated once and
+  written in place). Off on CPU: compiling d16 costs far more than one call saves.
+- pruning: at the last scales the transformer runs only on the pivotal tokens (those whose
+  input differs most from the scale's mean, i.e. where detail is still being added); the
+  other positions reuse the previous scale's final hidden state, upsampled (FastVAR's cached
+  token pruning, applied once at the input rather than per layer).
+- cfg_off_last: no guidance at the last scales (the unconditional half is dropped).
+- quantize: weight int8 dynamic quantisation of the Linear layers (CPU only); auto uses it on
+  CPUs without native bf16, where it is the cheaper of the two.
+
+A piece that fails on a device (a compile error, a missing kernel) falls back to the plain path
+with a one-line warning.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ConfigError
+
+log = logging.getLogger("varclip.fast")
+
+AUTOCASTS = {"auto": "auto", "off": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune")
+QUANTIZE = ("auto", "off", "int8")
+
+
+@dataclass
+class FastConfig:
+    """What `--fast` switches on. "auto" fields are resolved per device by `resolve`."""
+
+    autocast: str = "auto"  # auto | off | bf16 | fp16
+    compile: str = "auto"  # auto | off | default | reduce-overhead | max-autotune
+    compile_backend: str = "inductor"  # any torch.compile backend (tests use "eager")
+    prune_scales: int = 2  # token pruning at the last N scales (0 = off)
+    prune_keep: float = 0.5  # share of a pruned scale's tokens the transformer runs on
+    cfg_off_last: int = 0  # no guidance at the last N scales (0 = guidance everywhere)
+    quantize: str = "auto"  # auto | off | int8 (CPU only)
+
+    def __post_init__(self) -> None:
+        if self.autocast not in AUTOCASTS:
+            raise ConfigError(f"fast autocast must be one of {', '.join(AUTOCASTS)}, got {self.autocast!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"fast compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+        if self.quantize not in QUANTIZE:
+            raise ConfigError(f"fast quantize must be one of {', '.join(QUANTIZE)}, got {self.quantize!r}")
+        for name in ("prune_scales", "cfg_off_last"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"fast {name} must be an integer >= 0, got {v!r}")
+        if not 0.0 < self.prune_keep <= 1.0:
+            raise ConfigError(f"fast prune_keep must be in (0, 1], got {self.prune_keep}")
+
+    def resolve(self, device: torch.device) -> "FastConfig":
+        """The same settings with every "auto" replaced by what pays on `device`."""
+        device = torch.device(device)
+        cuda = device.type == "cuda"
+        native_bf16 = torch.cuda.is_bf16_supported() if cuda else _cpu_bf16()
+        autocast = self.autocast
+        if autocast == "auto":
+            autocast = "bf16" if native_bf16 else ("fp16" if cuda else "off")
+        quantize = self.quantize
+        if quantize == "auto":
+            quantize = "int8" if not cuda and AUTOCASTS[autocast] is None else "off"
+        if quantize == "int8" and cuda:
+            raise ConfigError("fast quantize=int8 is CPU only (dynamic int8 Linear kernels)")
+        if quantize == "int8" and AUTOCASTS[autocast] is not None:
+            raise ConfigError("fast quantize=int8 and autocast do not combine: the int8 kernels take float32")
+        compile_mode = self.compile
+        if compile_mode == "auto":
+            compile_mode = "reduce-overhead" if cuda else "off"
+        return dataclasses.replace(self, autocast=autocast, quantize=quantize, compile=compile_mode)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        if self.autocast == "auto":
+            raise ConfigError("resolve the FastConfig for a device first")
+        return AUTOCASTS[self.autocast]
+
+
+def _cpu_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def fast_config(value: "bool | FastConfig | dict | None") -> FastConfig | None:
+    """`fast=` as given by a caller: True (the preset), a FastConfig, a dict of its fields, or off."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return FastConfig()
+    if isinstance(value, FastConfig):
+        return value
+    if isinstance(value, dict):
+        from .config import from_dict
+        return from_dict(FastConfig, value)
+    raise ConfigError(f"fast must be True/False, a FastConfig or a dict of its fields, got {type(value).__name__}")
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose Linear layers use dynamic int8 weights (mat_qkv stays float: the
+    attention reads its weight directly to add the official split bias)."""
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+    probe = QLinear.from_float(_with_qconfig(nn.Linear(8, 8), default_dynamic_qconfig))
+    probe(torch.zeros(1, 8))  # a missing kernel fails here, before the copy
+    names = {n: default_dynamic_qconfig for n, m in model.named_modules()
+             if isinstance(m, nn.Linear) and not n.endswith("mat_qkv")}
+    return quantize_dynamic(copy.deepcopy(model), qconfig_spec=names, dtype=torch.qint8)
+
+
+def _with_qconfig(m: nn.Module, qconfig) -> nn.Module:
+    m.qconfig = qconfig
+    return m
+
+
+def pivotal_tokens(x_in: torch.Tensor, keep: int) -> torch.Tensor:
+    """(B, l, C) next-scale input -> (B, keep) sorted indices of the tokens that differ most
+    from the scale's mean: where the coarser scales left detail to add."""
+    score = (x_in - x_in.mean(dim=1, keepdim=True)).square().sum(dim=-1)
+    return score.topk(keep, dim=1, sorted=False).indices.sort(dim=1).values
+
+
+def restore_pruned(h_prev: torch.Tensor, idx: torch.Tensor, h_kept: torch.Tensor, side: int) -> torch.Tensor:
+    """Full (R, side^2, C) hidden states: the computed tokens at `idx` (R, n), elsewhere the
+    previous scale's (R, q^2, C) states upsampled to the side x side grid."""
+    R, n_prev, C = h_prev.shape
+    q = int(round(n_prev ** 0.5))
+    grid = h_prev.transpose(1, 2).reshape(R, C, q, q).to(h_kept.dtype)
+    full = F.interpolate(grid, size=(side, side), mode="bilinear", align_corners=False)
+    full = full.flatten(2).transpose(1, 2).contiguous()
+    return full.scatter_(1, idx.unsqueeze(-1).expand(-1, -1, C), h_kept)
+
+
+class FastRunner:
+    """A FastConfig applied to one transformer: the model to run and the (compiled) step.
+
+    Built once per pipeline and device; the sampler asks it which tokens to run at each scale,
+    where guidance stops, and calls `step` instead of `model.run_blocks`.
+    """
+
+    def __init__(self, model: nn.Module, cfg: FastConfig):
+        self.cfg = cfg.resolve(model.pos_1LC.device)
+        self.source = model
+        self.model = model
+        if self.cfg.quantize == "int8":
+            try:
+                self.model = quantize_int8(model)
+            except Exception as e:  # no int8 engine / kernel on this machine
+                _fallback("int8 quantisation", e)
+                self.cfg = dataclasses.replace(self.cfg, quantize="off")
+        if self.cfg.autocast_dtype is not None:
+            # weights stored in the compute dtype: autocast alone re-casts every float32 weight at
+            # every scale, which costs more than it saves on the small early scales
+            self.model = copy.deepcopy(model).to(self.cfg.autocast_dtype)
+            self.model.head_nm.float()  # the head runs outside autocast, as in exact mode
+            self.model.head.float()
+        self._compiled = None
+        if self.cfg.compile != "off":
+            try:
+                mode = None if self.cfg.compile == "default" else self.cfg.compile
+                self._compiled = torch.compile(self.model.run_blocks, mode=mode, dynamic=False,
+                                               backend=self.cfg.compile_backend)
+            except Exception as e:
+                _fallback("torch.compile", e)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return self.cfg.autocast_dtype
+
+    def guidance(self, ts: list[float]) -> list[float]:
+        """The guidance schedule with the last `cfg_off_last` scales set to 0."""
+        cut = len(ts) - self.cfg.cfg_off_last
+        return [t if s < cut else 0.0 for s, t in enumerate(ts)]
+
+    def kept(self, scale: int, side: int, num_scales: int) -> int | None:
+        """How many tokens the transformer runs on at this scale (None: all of them)."""
+        if scale == 0 or scale < num_scales - self.cfg.prune_scales:
+            return None
+        n = max(1, round(side * side * self.cfg.prune_keep))
+        return n if n < side * side else None
+
+    def step(self, x: torch.Tensor, cond_vec: torch.Tensor, cond, caches: list,
+             ada: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """`model.run_blocks` for one scale, compiled when the config says so."""
+        if self._compiled is None:
+            return self.model.run_blocks(x, cond_vec, cond, None, caches, ada)
+        lens = [c.len for c in caches]
+        try:
+            import torch._dynamo.config as dcfg
+            with dcfg.patch(recompile_limit=64):  # one graph per scale (static shapes)
+                return self._compiled(x, cond_vec, cond, None, caches, ada)
+        except Exception as e:
+            _fallback("torch.compile", e)
+            self._compiled = None
+            for c, n in zip(caches, lens):  # a failed call may have written part of the caches
+                c.len = n
+            return self.model.run_blocks(x, cond_vec, cond, None, caches, ada)
+
+
+def _fallback(what: str, e: BaseException) -> None:
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    log.warning("varclip fast: %s failed on this device (%s: %s); using the plain path", what, type(e).__name__, first)
+
+
+__all__ = ["FastConfig", "FastRunner", "fast_config", "pivotal_tokens", "restore_pruned", "quantize_int8"]
