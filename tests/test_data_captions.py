@@ -131,7 +131,37 @@ def test_caption_dataset_skips_undecodable_images(tmp_path):
     manifest = tmp_path / "m.jsonl"
     write_jsonl_manifest([{"image": "bad.png", "caption": "broken"},
                           {"image": "good.png", "caption": "white"}], manifest)
-    ds = CaptionDataset(manifest, size=16, train=False)
+    ds = CaptionDataset(manifest, size=16, train=False)  # dropped when the manifest is read
+    assert len(ds) == 1 and ds.num_bad_lines == 1 and ds.num_skipped == 1
+    assert ds.manifest.problems[0].reason.startswith("unreadable image")
+    ds = CaptionDataset(manifest, size=16, train=False, check_files=False)  # or met when loaded
     assert len(ds) == 2 and ds.num_bad_lines == 0
     x, caption = ds[0]
     assert caption == "white" and x.shape == (3, 16, 16) and ds.num_skipped == 1
+
+
+def test_var_clip_file_reports_every_unusable_line_once(tmp_path, caplog):
+    """15 usable pairs and 4 unusable lines: each named by its number and why, in one warning."""
+    folder = tmp_path / "train"
+    lines = []
+    for i in range(15):
+        _img(folder / f"{i}.png", (i * 16, 0, 0))
+        lines.append(f"train/{i}.png: picture {i}")
+    (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    lines[3:3] = ["train/bad.png: a corrupt image"]           # line 4
+    lines[6:6] = ["train/gone.png: a missing image"]          # line 7
+    lines[9:9] = ["train/5.png:"]                             # line 10: empty caption, no trailing blank
+    lines[12:12] = ["train/6.png a line without separator"]   # line 13
+    manifest = folder / "image_captions.txt"
+    manifest.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="varclip.data"):
+        ds = CaptionDataset(manifest, size=16, train=False)
+    assert len(ds) == 15 and ds.captions == [f"picture {i}" for i in range(15)]
+    reasons = {p.line: p.reason for p in ds.manifest.problems}
+    assert sorted(reasons) == [4, 7, 10, 13]
+    assert reasons[4].startswith("unreadable image") and reasons[7].startswith("image not found")
+    assert reasons[10] == "empty caption" and reasons[13].startswith("no ': '")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "4 of 19" in warnings[0]
+    assert all(f"line {n}:" in warnings[0] for n in (4, 7, 10, 13))
+    assert ds.skip_summary().endswith("4 of 19 image-caption pairs skipped as unusable")

@@ -1,4 +1,4 @@
-"""Class folders: ids from sorted names, corrupt files skipped, counted and logged once."""
+"""Class folders: ids from sorted names; unusable files dropped (or stood in for), counted, logged."""
 
 from __future__ import annotations
 
@@ -35,25 +35,60 @@ def test_classes_and_items(tmp_path):
     assert ds.num_skipped == 0
 
 
-def test_corrupt_image_is_skipped_counted_and_logged_once(tmp_path, caplog):
-    ds = ImageFolderDataset(_tree(tmp_path), size=16, train=True, seed=0)
+def _truncated_png(path, size=(40, 30)):
+    import io
+    buf = io.BytesIO()
+    Image.effect_noise(size, 60).convert("RGB").save(buf, format="PNG")
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])  # the header reads, the pixels do not
+
+
+def test_unusable_files_are_dropped_up_front_with_one_warning(tmp_path, caplog):
+    root = _tree(tmp_path)
+    Image.new("RGB", (1, 1)).save(root / "moon" / "pixel.png")  # a tracking pixel
+    (root / "zebra" / "empty.jpg").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="varclip.data"):
+        ds = ImageFolderDataset(root, size=16)
+    assert len(ds) == 8 and ds.num_skipped == 3 and ds.num_total == 11
+    names = {p.name for p, _ in ds.samples}
+    assert not names & {"pixel.png", "empty.jpg"} and ds.targets.count(0) == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "3 of 11" in warnings[0] and "1x1 < 8 px" in warnings[0]
+    assert ds.skip_summary().endswith("3 of 11 images skipped as unusable")
+    assert len(ImageFolderDataset(root, size=16, min_size=1)) == 9  # the minimum size is a setting
+
+
+def test_lazy_skips_substitute_count_and_log_once(tmp_path, caplog):
+    ds = ImageFolderDataset(_tree(tmp_path), size=16, train=True, seed=0, check_files=False)
     bad = [i for i, (p, _) in enumerate(ds.samples) if p.name == "1.png" and p.parent.name == "apple"]
-    assert len(bad) == 1
+    assert len(bad) == 1 and len(ds) == 9
+    assert isinstance(ds.try_item(bad[0]), str)  # no stand-in from try_item
     with caplog.at_level(logging.WARNING, logger="varclip.data"):
         items = [ds[i] for i in range(len(ds))] + [ds[bad[0]]]
     assert len(items) == len(ds) + 1  # never crashes: the next readable image stands in
-    assert items[bad[0]][1] == 0  # the substitute (apple/sub/deep.jpg) has a label too
+    assert items[bad[0]][1] == 0  # the substitute (apple/sub/deep.jpg) has its own label
     assert ds.num_skipped == 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "1.png" in warnings[0].getMessage()
 
 
+def test_truncated_files_found_in_workers_are_counted(tmp_path):
+    root = _tree(tmp_path, corrupt=False)
+    _truncated_png(root / "moon" / "cut.png")
+    ds = ImageFolderDataset(root, size=16, train=False)  # the header scan cannot see it
+    assert len(ds) == 10 and ds.num_skipped == 0
+    loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2)
+    assert sum(len(x) for x, _ in loader) == 10
+    assert ds.num_skipped == 1 and "1 of 10" in ds.skip_summary()
+
+
 def test_verify_drops_bad_files(tmp_path, caplog):
-    ds = ImageFolderDataset(_tree(tmp_path), size=16)
+    root = _tree(tmp_path)
+    _truncated_png(root / "moon" / "cut.png")
+    ds = ImageFolderDataset(root, size=16, check_files=False)
     with caplog.at_level(logging.WARNING, logger="varclip.data"):
-        assert ds.verify() == 1
-    assert len(ds) == 8 and ds.num_skipped == 1
-    assert "1 of 9" in caplog.records[-1].getMessage()
+        assert ds.verify() == 2
+    assert len(ds) == 8 and ds.num_skipped == 2
+    assert "2 of 10" in caplog.records[-1].getMessage()
 
 
 def test_seeded_crops_are_a_function_of_seed_epoch_index(tmp_path):

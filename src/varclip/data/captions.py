@@ -10,9 +10,9 @@ Formats (picked from the extension, or forced with `fmt`):
 Relative paths resolve against `root`: by default the manifest's folder for JSONL/CSV,
 and the folder's parent for .txt (VAR-CLIP keeps `train/image_captions.txt` beside
 `train/`, with paths such as `train/n01440764/x.JPEG`). Blank lines are ignored; every
-other line that cannot be used (malformed, empty caption, missing image) is kept in
-`Manifest.problems` with its line number and reported in ONE warning, never dropped
-silently.
+other line that cannot be used (malformed, empty caption, missing, unreadable or too small
+image) is kept in `Manifest.problems` with its line number and reason and reported in ONE
+warning, never dropped silently; the data set is exactly the usable pairs.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .atomic import atomic_output
-from .base import RobustImageDataset
+from .base import MIN_IMAGE_SIZE, RobustImageDataset, probe_images
 from .images import ImageTransform
 
 log = logging.getLogger("varclip.data")
@@ -37,7 +37,7 @@ ManifestFormat = Literal["jsonl", "csv", "txt"]
 _EXTENSIONS: dict[str, ManifestFormat] = {".jsonl": "jsonl", ".json": "jsonl",
                                           ".csv": "csv", ".txt": "txt"}
 CAPTION_SEPARATOR = ": "
-_SHOWN_PROBLEMS = 10
+_SHOWN_PROBLEMS = 50
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,12 @@ def default_root(path: str | os.PathLike[str], fmt: ManifestFormat) -> Path:
 
 
 def split_caption_line(line: str) -> tuple[str, str] | None:
-    """'<path>: <caption>' -> (path, caption), split on the first ': '; None if absent."""
+    """'<path>: <caption>' -> (path, caption), split on the first ': '; None if absent. A line
+    ending in ':' (trailing blanks stripped, as editors do) is a path with an empty caption."""
     path, sep, caption = line.partition(CAPTION_SEPARATOR)
     if not sep:
-        return None
+        text = line.rstrip()
+        return (text[:-1].strip(), "") if text.endswith(":") else None
     return path.strip(), caption.strip()
 
 
@@ -185,12 +187,12 @@ _PARSERS = {"jsonl": _parse_jsonl, "csv": _parse_csv, "txt": _parse_txt}
 
 def read_caption_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None,
                           fmt: ManifestFormat | None = None,
-                          check_files: bool = True) -> Manifest:
+                          check_files: bool = True, min_size: int = MIN_IMAGE_SIZE) -> Manifest:
     """Parse a manifest; bad lines are collected (with line numbers) and warned about once.
 
-    `check_files` tests that each image exists (one stat per line); turn it off for
-    very large manifests on slow file systems: missing files are then skipped later,
-    when the data set fails to load them.
+    `check_files` opens each image's header (once per file): missing, unreadable and images
+    smaller than `min_size` px become problems of their lines. Turn it off for very large
+    manifests on slow file systems: such files are then skipped later, when loaded.
     """
     path = Path(path)
     fmt = fmt or detect_format(path)
@@ -198,6 +200,7 @@ def read_caption_manifest(path: str | os.PathLike[str], root: str | os.PathLike[
         raise ValueError(f"unknown manifest format {fmt!r}; use one of {sorted(_PARSERS)}")
     base = Path(root) if root is not None else default_root(path, fmt)
     manifest = Manifest(path=path, format=fmt, root=base)
+    candidates: list[tuple[int, Path, str, str]] = []  # well-formed lines, their images still to check
     data = path.read_bytes()
     for item in _PARSERS[fmt](data, path):
         if isinstance(item, ManifestProblem):
@@ -216,7 +219,15 @@ def read_caption_manifest(path: str | os.PathLike[str], root: str | os.PathLike[
         if check_files and not file.is_file():
             manifest.problems.append(ManifestProblem(number, f"image not found: {file}", preview))
             continue
-        manifest.records.append((file, caption))
+        candidates.append((number, file, caption, preview))
+    files = list(dict.fromkeys(file for _, file, _, _ in candidates))
+    why = dict(zip(files, probe_images(files, min_size))) if check_files else {}
+    for number, file, caption, preview in candidates:
+        if why.get(file):
+            manifest.problems.append(ManifestProblem(number, why[file], preview))
+        else:
+            manifest.records.append((file, caption))
+    manifest.problems.sort(key=lambda p: p.line)
     if manifest.problems:
         log.warning("%s", manifest.summary())
     return manifest
@@ -225,20 +236,24 @@ def read_caption_manifest(path: str | os.PathLike[str], root: str | os.PathLike[
 class CaptionDataset(RobustImageDataset[str]):
     """(image tensor CHW in [-1, 1], caption) from a manifest; see `read_caption_manifest`.
 
-    Bad manifest lines are reported when it is read (`manifest.problems`); images that
-    exist but cannot be decoded are skipped at load time (`num_skipped`).
+    Its samples are exactly the usable lines: bad ones are reported when the manifest is read
+    (`manifest.problems`, counted in `num_skipped`); an image whose body turns out undecodable
+    is skipped at load time (see `base.RobustImageDataset`).
     """
+
+    unit = "image-caption pairs"
 
     def __init__(self, manifest: str | os.PathLike[str], size: int, train: bool = True,
                  root: str | os.PathLike[str] | None = None, hflip: bool = False,
                  seed: int | None = None, fmt: ManifestFormat | None = None,
-                 check_files: bool = True) -> None:
+                 check_files: bool = True, min_size: int = MIN_IMAGE_SIZE) -> None:
         self.manifest = read_caption_manifest(manifest, root=root, fmt=fmt,
-                                              check_files=check_files)
+                                              check_files=check_files, min_size=min_size)
         if not self.manifest.records:
             raise ValueError(f"{manifest}: no usable lines ({self.manifest.summary()})")
         super().__init__(list(self.manifest.records), ImageTransform(size, train, hflip),
-                         seed=seed, name=f"CaptionDataset({manifest})")
+                         seed=seed, name=f"CaptionDataset({manifest})", min_size=min_size)
+        self.dropped = [str(p) for p in self.manifest.problems]
 
     @property
     def captions(self) -> list[str]:

@@ -1,8 +1,8 @@
 """Class-conditional data in ImageNet's layout: root/<class name>/**/<image>.
 
 Class ids are the positions of the sorted sub-folder names (as torchvision's
-ImageFolder, so ImageNet ids match the official checkpoints). Unreadable images are
-skipped lazily and counted: see `base.RobustImageDataset` for why and how.
+ImageFolder, so ImageNet ids match the official checkpoints). Unusable images (unreadable,
+or smaller than `min_size` px) are dropped and counted: see `base.RobustImageDataset`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import RobustImageDataset
+from .base import MIN_IMAGE_SIZE, RobustImageDataset
 from .images import ImageTransform, is_image_file
 
 
@@ -32,10 +32,12 @@ def list_class_images(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
 
 
 class ImageFolderDataset(RobustImageDataset[int]):
-    """(image tensor CHW in [-1, 1], class id) from root/<class>/...; `classes` names the ids."""
+    """(image tensor CHW in [-1, 1], class id) from root/<class>/...; `classes` names the ids.
+    `check_files` reads every file's header up front and drops the unusable ones."""
 
     def __init__(self, root: str | os.PathLike[str], size: int, train: bool = True,
-                 hflip: bool = False, seed: int | None = None) -> None:
+                 hflip: bool = False, seed: int | None = None, check_files: bool = True,
+                 min_size: int = MIN_IMAGE_SIZE) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.root}")
@@ -47,7 +49,9 @@ class ImageFolderDataset(RobustImageDataset[int]):
         if not samples:
             raise ValueError(f"no image files under {self.root}")
         super().__init__(samples, ImageTransform(size, train=train, hflip=hflip), seed=seed,
-                         name=f"ImageFolderDataset({self.root})")
+                         name=f"ImageFolderDataset({self.root})", min_size=min_size)
+        if check_files:
+            self.scan()
 
     @property
     def targets(self) -> list[int]:

@@ -14,8 +14,11 @@ safetensors files plus `index.json`:
     captions.jsonl        the captions (text data), for sample grids
 
 Images are center-cropped (the eval transform): random-crop augmentation is traded for speed.
-Shards are written atomically and skipped when already present with the same fingerprint, so an
-interrupted `varclip cache` resumes; under torchrun each rank writes every world_size-th shard.
+Unusable images are left out, not stood in for: each shard also stores `rows`, the data-set
+index of every row it holds, so captions.jsonl lists exactly the cached rows' captions, and the
+command ends with "N of M images skipped". Shards are written atomically and skipped when
+already present with the same fingerprint, so an interrupted `varclip cache` resumes; under
+torchrun each rank writes every world_size-th shard.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..config import ConfigError, TokenizerConfig, from_dict, to_dict
+from ..data.base import skip_line
 from ..tokenizer import MultiScaleQuantizer
 from .checkpointing import atomic_write_text
 from .components import load_frozen_text_encoder, load_frozen_tokenizer, make_image_dataset, transformer_config
@@ -122,6 +126,8 @@ class TokenCache:
         self.path = self.index.path
         parts: dict[str, list[torch.Tensor]] = {}
         for shard in self.index.info["shards"]:
+            if shard["count"] == 0:  # every image of the shard was unusable
+                continue
             d = load_file(str(self.path / shard["file"]))
             if d["ids"].shape[0] != shard["count"]:
                 raise ConfigError(f"{self.path / shard['file']}: {d['ids'].shape[0]} rows, index says {shard['count']}")
@@ -168,15 +174,39 @@ class TokenCache:
 # ---------------------------------------------------------------------------- writing
 
 
-def _shard_complete(file: Path, fingerprint: str, count: int) -> bool:
-    if not file.is_file():
-        return False
+def _shard_meta(file: Path) -> dict[str, str]:
     try:
         with safe_open(str(file), framework="pt") as f:
-            meta = f.metadata() or {}
+            return f.metadata() or {}
     except Exception:
-        return False
-    return meta.get("fingerprint") == fingerprint and meta.get("count") == str(count)
+        return {}
+
+
+def _shard_complete(file: Path, fingerprint: str, lo: int, hi: int) -> bool:
+    meta = _shard_meta(file) if file.is_file() else {}
+    return meta.get("fingerprint") == fingerprint and meta.get("range") == f"{lo}:{hi}"
+
+
+class _Rows(torch.utils.data.Dataset):
+    """(data-set index, item or why it is unusable) of some rows: nothing is stood in."""
+
+    def __init__(self, dataset: Any, indices: range):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> tuple[int, Any]:
+        i = self.indices[k]
+        return i, self.dataset.try_item(i)
+
+
+def _collate_rows(batch: list[tuple[int, Any]]) -> tuple[list[int], torch.Tensor | None, list[Any], list[tuple[int, str]]]:
+    """(kept indices, their images, their targets, [(index, reason)] of the unusable ones)."""
+    good = [(i, item) for i, item in batch if not isinstance(item, str)]
+    bad = [(i, item) for i, item in batch if isinstance(item, str)]
+    images = torch.stack([item[0] for _, item in good]) if good else None
+    return [i for i, _ in good], images, [item[1] for _, item in good], bad
 
 
 def build_cache(cfg: TrainConfig, out_dir: str | Path, batch_size: int = 64, shard_size: int = 10000,
@@ -197,7 +227,7 @@ def build_cache(cfg: TrainConfig, out_dir: str | Path, batch_size: int = 64, sha
     id_dtype = torch.int16 if tcfg.vocab_size <= 2 ** 15 else torch.int32
     source = cfg.data.root if cfg.data.kind == "class" else cfg.data.manifest
     info: dict[str, Any] = {
-        "format": FORMAT, "version": VERSION, "kind": cfg.data.kind, "num_samples": n,
+        "format": FORMAT, "version": VERSION, "kind": cfg.data.kind, "source_rows": n,
         "patch_nums": list(tcfg.patch_nums), "image_size": cfg.data.image_size, "transform": "center_crop",
         "source": str(Path(source).resolve()), "tokenizer": str(Path(cfg.model.tokenizer).resolve()),
         "tokenizer_digest": _file_digest(Path(cfg.model.tokenizer)),
@@ -211,22 +241,24 @@ def build_cache(cfg: TrainConfig, out_dir: str | Path, batch_size: int = 64, sha
         out.mkdir(parents=True, exist_ok=True)
     barrier(env)
     num_shards = max(1, math.ceil(n / shard_size))
-    shards = []
     t0 = time.perf_counter()
     for s in range(num_shards):
         lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
-        shards.append({"file": _shard_name(s), "count": hi - lo})
         if s % env.world_size != env.rank:
             continue
         file = out / _shard_name(s)
-        if _shard_complete(file, fingerprint, hi - lo):
+        if _shard_complete(file, fingerprint, lo, hi):
             log(f"shard {s + 1}/{num_shards}: already complete, kept")
             continue
-        subset = torch.utils.data.Subset(dataset, range(lo, hi))
-        loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False,
-                                             num_workers=cfg.data.num_workers)
-        ids, labels, pooled, tokens, masks = [], [], [], [], []
-        for images, targets in loader:
+        loader = torch.utils.data.DataLoader(_Rows(dataset, range(lo, hi)), batch_size=batch_size, shuffle=False,
+                                             num_workers=cfg.data.num_workers, collate_fn=_collate_rows)
+        rows, ids, labels, pooled, tokens, masks = [], [], [], [], [], []
+        for kept, images, targets, bad in loader:
+            for i, reason in bad:
+                log(f"skipped row {i}: {reason}")
+            if not kept:
+                continue
+            rows.extend(kept)
             with torch.no_grad():
                 pyramid = tok.encode(images.to(env.device), tcfg.patch_nums)
             ids.append(torch.cat(pyramid, dim=1).to(id_dtype).cpu())
@@ -238,7 +270,9 @@ def build_cache(cfg: TrainConfig, out_dir: str | Path, batch_size: int = 64, sha
                 if tcfg.cross_attn and emb.tokens is not None:
                     tokens.append(emb.tokens.to(tdtype).cpu())
                     masks.append(emb.mask.cpu())
-        tensors = {"ids": torch.cat(ids)}
+        L = sum(p * p for p in tcfg.patch_nums)
+        tensors = {"ids": torch.cat(ids) if ids else torch.zeros(0, L, dtype=id_dtype),
+                   "rows": torch.tensor(rows, dtype=torch.long)}
         if labels:
             tensors["labels"] = torch.cat(labels)
         if pooled:
@@ -247,18 +281,30 @@ def build_cache(cfg: TrainConfig, out_dir: str | Path, batch_size: int = 64, sha
             from ..text import TextEmbedding
             cat = TextEmbedding.concat([TextEmbedding(p, t, m) for p, t, m in zip(pooled, tokens, masks)])
             tensors["text_tokens"], tensors["text_mask"] = cat.tokens, cat.mask
-        _atomic_save(tensors, file, {"fingerprint": fingerprint, "count": str(hi - lo)})
-        log(f"shard {s + 1}/{num_shards}: {hi - lo} rows ({time.perf_counter() - t0:.1f} s)")
+        _atomic_save(tensors, file, {"fingerprint": fingerprint, "range": f"{lo}:{hi}", "count": str(len(rows))})
+        log(f"shard {s + 1}/{num_shards}: {len(rows)} rows ({time.perf_counter() - t0:.1f} s)")
     barrier(env)
     if env.is_main:
+        shards, kept = [], []
+        for s in range(num_shards):  # every rank's shards: which data-set rows they hold
+            with safe_open(str(out / _shard_name(s)), framework="pt") as f:
+                rows = f.get_tensor("rows").tolist()
+            shards.append({"file": _shard_name(s), "count": len(rows)})
+            kept.extend(rows)
+        if not kept:
+            raise ConfigError(f"no usable image in {source}: nothing to cache")
         q_sd = {k: v.detach().cpu().contiguous() for k, v in tok.quantize.state_dict().items()}
         _atomic_save(q_sd, out / "quantizer.safetensors", {"fingerprint": fingerprint})
         if encoder is not None:
-            atomic_write_text(out / "captions.jsonl", "".join(json.dumps(c) + "\n" for c in dataset.captions))
+            captions = dataset.captions
+            atomic_write_text(out / "captions.jsonl", "".join(json.dumps(captions[i]) + "\n" for i in kept))
         if cfg.data.kind == "class":
             info["classes"] = list(dataset.classes)
-        info["shards"] = shards
+        skipped = len(dataset.dropped) + n - len(kept)
+        info.update(num_samples=len(kept), skipped=skipped, shards=shards)
         atomic_write_text(out / INDEX, json.dumps(info, indent=1) + "\n")
+        if skipped:
+            log(skip_line(dataset.name, skipped, dataset.num_total, dataset.unit))
     barrier(env)
     return read_index(out)
 

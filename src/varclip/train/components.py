@@ -80,13 +80,14 @@ def make_image_dataset(data: DataConfig, seed: int, augment: bool) -> Any:
     if data.kind == "class":
         if not data.root:
             raise ConfigError("data.root is not set: class models read an image folder root/<class>/<image>")
-        return ImageFolderDataset(data.root, data.image_size, train=train, hflip=hflip, seed=seed)
+        return ImageFolderDataset(data.root, data.image_size, train=train, hflip=hflip, seed=seed,
+                                  check_files=data.check_files, min_size=data.min_image_size)
     if not data.manifest:
         raise ConfigError("data.manifest is not set: text models read a caption manifest (jsonl, csv or txt)")
     if not Path(data.manifest).is_file():
         raise ConfigError(f"caption manifest not found: {data.manifest}")
     return CaptionDataset(data.manifest, data.image_size, train=train, root=data.manifest_root or None,
-                          hflip=hflip, seed=seed, check_files=data.check_files)
+                          hflip=hflip, seed=seed, check_files=data.check_files, min_size=data.min_image_size)
 
 
 def check_model_data(tcfg: TransformerConfig, kind: str, num_classes: int = 0) -> None:

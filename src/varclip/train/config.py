@@ -225,7 +225,8 @@ class DataConfig:
     random_crop: bool = True  # official train transform; False: center crop (what a cache holds)
     hflip: bool = False
     num_workers: int = 4
-    check_files: bool = True
+    check_files: bool = True  # open every image's header up front: unreadable / too small ones are dropped
+    min_image_size: int = 8  # px, shorter side: smaller images are skipped as unusable
     cache_dir: str = ""
     use_cache: Literal["auto", "on", "off"] = "auto"
     text_memo_size: int = 100_000  # distinct caption embeddings kept in memory when reading images
@@ -235,6 +236,8 @@ class DataConfig:
             raise ConfigError(f"data.image_size must be >= 8, got {self.image_size}")
         if self.num_workers < 0:
             raise ConfigError("data.num_workers must be >= 0")
+        if self.min_image_size < 1:
+            raise ConfigError("data.min_image_size must be >= 1")
 
 
 @dataclass
