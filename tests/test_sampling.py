@@ -15,7 +15,7 @@ def test_kv_cached_sampler_matches_masked_teacher_forcing(tiny_pipeline):
     ids = [s.ids for s in steps]
     cached = torch.cat([s.logits for s in steps], dim=1)
     with torch.no_grad():
-        full = model(cond, tok.quantize.teacher_forcing_input(ids))
+        full = model(cond, tok.quantize.teacher_forcing_input(ids, model.patch_nums))
     assert torch.allclose(cached, full, atol=1e-4), (cached - full).abs().max()
 
 

@@ -154,7 +154,7 @@ def test_patch_discriminator_and_hinge() -> None:
 
 def test_reseed_changes_only_dead_codes() -> None:
     torch.manual_seed(0)
-    q = MultiScaleQuantizer(16, 4, (1, 2))
+    q = MultiScaleQuantizer(16, 4, 2)
     q.ema_vocab_hit_SV.zero_()
     q.ema_vocab_hit_SV[:, :12] = 1.0  # codes 12..15 never used
     q.ema_vocab_hit_SV[1, 3] = 0.01  # code 3: 1.01 summed, above 0.03 x mean
@@ -172,22 +172,22 @@ def test_reseed_changes_only_dead_codes() -> None:
 
 
 def test_no_usage_statistics_means_no_dead_codes() -> None:
-    q = MultiScaleQuantizer(8, 4, (1, 2))
+    q = MultiScaleQuantizer(8, 4, 2)
     assert not tl.dead_code_mask(q, 0.5).any()
 
 
 def test_quantizer_residuals() -> None:
     torch.manual_seed(0)
-    q = MultiScaleQuantizer(8, 4, (1, 2))
+    q = MultiScaleQuantizer(8, 4, 2)
     f = torch.randn(2, 4, 2, 2)
-    finest = tl.quantizer_residuals(q, f, "finest")
-    _, fhats = q.encode(f)
+    finest = tl.quantizer_residuals(q, f, (1, 2), "finest")
+    _, fhats = q.encode(f, (1, 2))
     assert torch.allclose(finest, (f - fhats[0]).permute(0, 2, 3, 1).reshape(-1, 4))
-    every = tl.quantizer_residuals(q, f, "all")
+    every = tl.quantizer_residuals(q, f, (1, 2), "all")
     assert every.shape == (2 * 1 + 2 * 4, 4)
     assert torch.allclose(every[:2], f.mean(dim=(2, 3)))
     with pytest.raises(ValueError):
-        tl.quantizer_residuals(q, f, "middle")
+        tl.quantizer_residuals(q, f, (1, 2), "middle")
 
 
 # ---------------------------------------------------------------------------- perceptual

@@ -235,11 +235,15 @@ def transformer_to_official(model: VARTransformer) -> dict[str, torch.Tensor]:
     return out
 
 
-def check_compatible(tokenizer: VQTokenizer, transformer: VARTransformer) -> None:
-    """A transformer predicts codes of one codebook: vocabulary and code width must agree."""
-    q, c = tokenizer.quantize, transformer.cfg
+def check_compatible(tokenizer: VQTokenizer, transformer: VARTransformer | TransformerConfig, what: str = "tokenizer"
+                     ) -> None:
+    """The one tokenizer/transformer check: a transformer predicts codes of one codebook, so
+    vocabulary and code width must agree. The schedule is the transformer's (the tokenizer is
+    re-scheduled to it), so it is not compared here."""
+    q = tokenizer.quantize
+    c = transformer.cfg if isinstance(transformer, VARTransformer) else transformer
     if q.vocab_size != c.vocab_size or q.channels != c.z_channels:
-        raise CheckpointError(f"tokenizer (vocab {q.vocab_size}, Cvae {q.channels}) does not match the transformer "
+        raise CheckpointError(f"{what} (vocab {q.vocab_size}, Cvae {q.channels}) does not match the transformer "
                               f"(vocab {c.vocab_size}, Cvae {c.z_channels})")
 
 
@@ -368,8 +372,9 @@ def _load_part(path: str | Path, part: str, official: Callable[[Path], Any]) -> 
 
 
 def load_tokenizer(path: str | Path, patch_nums: tuple[int, ...] | None = None) -> VQTokenizer:
-    """A tokenizer from a native directory or an official VQVAE .pth."""
-    return _load_part(path, "tokenizer", lambda p: tokenizer_from_official(p, patch_nums))
+    """A tokenizer from a native directory or an official VQVAE .pth, at `patch_nums` if given."""
+    tok = _load_part(path, "tokenizer", lambda p: tokenizer_from_official(p, patch_nums))
+    return tok.set_schedule(patch_nums) if patch_nums else tok
 
 
 def load_transformer(path: str | Path, resolution: int | None = None) -> VARTransformer:

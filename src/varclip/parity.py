@@ -1,6 +1,7 @@
 """`varclip parity`: run every check a golden case folder defines against the official outputs.
 
 Case kinds (see the parity README): `c2i` and `t2i` model cases, `clip_tokenizer`, `clip_text`;
+training-recipe cases of shared/train-parity (a `trajectory.json`, replayed by train/parity.py);
 and `--layouts FILE`, which builds every released model from our configs on the meta device
 and compares the keys, shapes and dtypes of its official-format export.
 """
@@ -26,6 +27,9 @@ from .tokenizer import VQTokenizer
 
 def run_case(case_dir: str | Path) -> dict[str, Any]:
     case_dir = Path(case_dir)
+    if (case_dir / "trajectory.json").is_file():
+        from .train.parity import run_train_case
+        return run_train_case(case_dir)
     cfg_file = case_dir / ("cases.json" if (case_dir / "cases.json").is_file() else "config.json")
     if not cfg_file.is_file():
         raise ValueError(f"{case_dir}: not a parity case folder (no config.json or cases.json)")
@@ -61,7 +65,7 @@ def _model_case(case_dir: Path, cfg: dict[str, Any]) -> list[Check]:
     with torch.no_grad():
         f = tok.latent(inp["images"])
         checks.append(compare("enc_f", f, exp["enc_f"], tol["enc_f"]))
-        ids, fhats = tok.quantize.encode(f)
+        ids, fhats = tok.quantize.encode(f, tok.patch_nums)
         for s in range(K):
             checks.append(compare(f"enc_idx_s{s}", ids[s], exp[f"enc_idx_s{s}"], 0))
             checks.append(compare(f"enc_fhat_s{s}", fhats[s], exp[f"enc_fhat_s{s}"], tol["enc_fhat"]))
@@ -69,7 +73,7 @@ def _model_case(case_dir: Path, cfg: dict[str, Any]) -> list[Check]:
         # downstream checks use the golden token pyramid, so one failure does not cascade
         gold = [exp[f"enc_idx_s{s}"] for s in range(K)]
         checks.append(compare("decode_idx", tok.decode(gold), exp["decode_idx"], tol["decode_idx"]))
-        x_in = tok.quantize.teacher_forcing_input(gold)
+        x_in = tok.quantize.teacher_forcing_input(gold, tok.patch_nums)
         checks.append(compare("var_input", x_in, exp["var_input"], tol["var_input"]))
         cond = Cond(inp["labels"]) if cfg["kind"] == "c2i" else Cond(inp["text_emb"])
         checks.append(compare("logits", var(cond, exp["var_input"]), exp["logits"], tol["logits"]))

@@ -256,7 +256,7 @@ class VARPipeline:
                 else:
                     pic = torch.as_tensor(mask, dtype=torch.float32)
                 keep = picture_mask(pic, side)
-        ids = self.tokenizer.encode(canvas[None].to(self.device), self.transformer.patch_nums)
+        ids = self.tokenizer.encode(canvas[None].to(self.device))
         unconditional = prompt is None and class_labels is None
         out = self(prompt=prompt, class_labels=class_labels, unconditional=unconditional,
                    edit=EditSpec(ids, keep), **kwargs)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .checkpoints import check_compatible
 from .config import ConfigError, SamplingConfig
 from .model.attention import KVCache
 from .model.conditioning import Cond, cat_conds
@@ -143,9 +144,7 @@ def sample_scales(model: VARTransformer, tokenizer: VQTokenizer, cond: Cond | No
     device = model.pos_1LC.device
     pn, K = model.patch_nums, len(model.patch_nums)
     quant = tokenizer.quantize
-    if quant.channels != model.cfg.z_channels or quant.vocab_size != model.cfg.vocab_size:
-        raise ConfigError(f"tokenizer (vocab {quant.vocab_size}, Cvae {quant.channels}) does not match the "
-                          f"transformer (vocab {model.cfg.vocab_size}, Cvae {model.cfg.z_channels})")
+    check_compatible(tokenizer, model)
     streams = _Streams(cfg.seed, batch, cfg.per_sample_seeds, device, generator)
     if cond is None:
         if not hasattr(model.cond, "random"):

@@ -83,9 +83,12 @@ def evaluate_reconstruction(tokenizer: torch.nn.Module, batches: Iterable[Any],
                             extra_metrics: Sequence[ImageMetric] = (), max_images: int | None = None,
                             progress: bool = False) -> ReconResult:
     """Encode + decode every image of `batches` ((images in [-1,1], ...) or image tensors) and
-    gather PSNR, SSIM and codebook usage. The tokenizer is put in eval mode."""
+    gather PSNR, SSIM and codebook usage. The tokenizer is put in eval mode (and re-scheduled to
+    `patch_nums` when given)."""
     tokenizer = tokenizer.to(device).eval()
-    pn = tuple(patch_nums) if patch_nums is not None else tuple(tokenizer.patch_nums)
+    if patch_nums is not None:
+        tokenizer.set_schedule(tuple(patch_nums))
+    pn = tuple(tokenizer.patch_nums)
     usage = CodebookUsage(len(pn), tokenizer.cfg.vocab_size)
     m_psnr, m_ssim = MeanMeter(), MeanMeter()
     seen, size = 0, 0
@@ -101,8 +104,8 @@ def evaluate_reconstruction(tokenizer: torch.nn.Module, batches: Iterable[Any],
             break
         img = img.to(device)
         size = img.shape[-1]
-        ids = tokenizer.encode(img, pn)
-        rec = tokenizer.decode(ids, pn)
+        ids = tokenizer.encode(img)
+        rec = tokenizer.decode(ids)
         usage.update(ids)
         real01, rec01 = to_unit(img), to_unit(rec)
         m_psnr.update(psnr(real01, rec01))

@@ -120,7 +120,7 @@ def evaluate_tokens(pipe: Any, batches: Iterable[tuple[torch.Tensor, Any]], data
         for images, targets in batches:
             images = images.to(device)
             B = images.shape[0]
-            ids = tok.encode(images, pn)
+            ids = tok.encode(images)  # the pipeline keeps the tokenizer at the transformer's scales
             x_in = tok.quantize.teacher_forcing_input(ids, pn)
             gt = torch.cat(ids, dim=1)
             if null_cond:

@@ -25,7 +25,6 @@ class VARTransformer(nn.Module):
         self.cfg = cfg
         C, K = cfg.embed_dim, len(cfg.patch_nums)
         self.C, self.L, self.first_l = C, cfg.L, cfg.patch_nums[0] ** 2
-        self.patch_nums = cfg.patch_nums
         self.word_embed = nn.Linear(cfg.z_channels, C)
         if cfg.is_text:
             self.cond = TextConditioning(cfg.text_dim, C, cfg.text_token_dim if cfg.cross_attn else 0, cfg.text_norm)
@@ -60,6 +59,11 @@ class VARTransformer(nn.Module):
         self.attn_bias = torch.where(lvl[:, None] >= lvl[None, :], 0.0, -torch.inf).view(1, 1, self.L, self.L)
         for b in self.blocks:
             b.attn.zero_k_bias = torch.zeros(self.C, device=device)
+
+    @property
+    def patch_nums(self) -> tuple[int, ...]:
+        """The scale schedule: part of the architecture (positions, levels), held by `cfg`."""
+        return self.cfg.patch_nums
 
     # ------------------------------------------------------------------ pieces
     def block_causal_mask(self, length: int | None = None) -> torch.Tensor:

@@ -5,6 +5,10 @@ remaining residual is area-downsampled to p_s x p_s, snapped to the nearest code
 map, bicubic-upsampled back to P x P and refined by phi_s, is added to f_hat and removed from
 the residual. Every path below (encode, decode, teacher-forcing input, one inference step) goes
 through `_upsample_phi`, so they cannot drift apart.
+
+The quantizer holds no schedule: every method takes `pn` (patch_nums) from its caller, the
+tokenizer or the transformer, so there is no second copy to fall out of step. Its weights fix only
+the number of scales that usage statistics (and, with one phi per scale, phis) are kept for.
 """
 
 from __future__ import annotations
@@ -64,24 +68,20 @@ class PhiSet(nn.Module):
 
 
 class MultiScaleQuantizer(nn.Module):
-    def __init__(self, vocab_size: int, channels: int, patch_nums: tuple[int, ...], share: int = 4,
+    def __init__(self, vocab_size: int, channels: int, num_scales: int, share: int = 4,
                  ratio: float = 0.5, beta: float = 0.25):
         super().__init__()
         self.vocab_size, self.channels, self.beta = vocab_size, channels, beta
-        self.patch_nums = tuple(patch_nums)
         # registration order gives the official state-dict order
-        self.quant_resi = PhiSet(channels, ratio, share, len(self.patch_nums))
+        self.quant_resi = PhiSet(channels, ratio, share, num_scales)
         self.embedding = nn.Embedding(vocab_size, channels)
         # codebook usage per scale, an EMA of hit counts (saved in official checkpoints)
-        self.register_buffer("ema_vocab_hit_SV", torch.zeros(len(self.patch_nums), vocab_size))
+        self.register_buffer("ema_vocab_hit_SV", torch.zeros(num_scales, vocab_size))
 
     # ------------------------------------------------------------------ helpers
-    def _pn(self, patch_nums: tuple[int, ...] | None) -> tuple[int, ...]:
-        return self.patch_nums if patch_nums is None else tuple(patch_nums)
-
-    def _upsample_phi(self, h: torch.Tensor, s: int, patch_nums: tuple[int, ...]) -> torch.Tensor:
+    def _upsample_phi(self, h: torch.Tensor, s: int, pn: tuple[int, ...]) -> torch.Tensor:
         """Code map of scale s (B,C,p,p) -> its contribution to f_hat (B,C,P,P)."""
-        P, K = patch_nums[-1], len(patch_nums)
+        P, K = pn[-1], len(pn)
         if s != K - 1:
             h = F.interpolate(h, size=(P, P), mode="bicubic")
         return self.quant_resi.get(s, K)(h)
@@ -97,17 +97,15 @@ class MultiScaleQuantizer(nn.Module):
         """(B, side*side) ids -> (B, C, side, side) code vectors."""
         return self.embedding(idx).transpose(1, 2).reshape(idx.shape[0], self.channels, side, side)
 
-    def check_latent(self, f: torch.Tensor, patch_nums: tuple[int, ...]) -> None:
-        if f.shape[-1] != patch_nums[-1] or f.shape[-2] != patch_nums[-1]:
+    def check_latent(self, f: torch.Tensor, pn: tuple[int, ...]) -> None:
+        if f.shape[-1] != pn[-1] or f.shape[-2] != pn[-1]:
             raise ConfigError(f"latent side {tuple(f.shape[-2:])} does not equal the last patch number "
-                              f"{patch_nums[-1]} of patch_nums {patch_nums}")
+                              f"{pn[-1]} of patch_nums {tuple(pn)}")
 
     # ------------------------------------------------------------------ image side
     @torch.no_grad()
-    def encode(self, f: torch.Tensor, patch_nums: tuple[int, ...] | None = None
-               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def encode(self, f: torch.Tensor, pn: tuple[int, ...]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """latent -> (token ids per scale [(B, p_s^2)], cumulative f_hat after each scale)."""
-        pn = self._pn(patch_nums)
         self.check_latent(f, pn)
         B, C, H, W = f.shape
         f_rest = f.detach().float().clone()
@@ -123,13 +121,11 @@ class MultiScaleQuantizer(nn.Module):
             fhats.append(f_hat.clone())
         return ids, fhats
 
-    def decode(self, ids: list[torch.Tensor], patch_nums: tuple[int, ...] | None = None) -> torch.Tensor:
+    def decode(self, ids: list[torch.Tensor], pn: tuple[int, ...]) -> torch.Tensor:
         """token pyramid -> f_hat (B, C, P, P)."""
-        pn = self._pn(patch_nums)
         return self.codes_to_fhat([self.lookup(i, p) for i, p in zip(ids, pn)], pn)
 
-    def codes_to_fhat(self, codes: list[torch.Tensor], patch_nums: tuple[int, ...] | None = None) -> torch.Tensor:
-        pn = self._pn(patch_nums)
+    def codes_to_fhat(self, codes: list[torch.Tensor], pn: tuple[int, ...]) -> torch.Tensor:
         B, P = codes[0].shape[0], pn[-1]
         f_hat = codes[0].new_zeros(B, self.channels, P, P, dtype=torch.float32)
         for s, h in enumerate(codes):
@@ -137,10 +133,8 @@ class MultiScaleQuantizer(nn.Module):
         return f_hat
 
     # ------------------------------------------------------------------ transformer side
-    def teacher_forcing_input(self, ids: list[torch.Tensor], patch_nums: tuple[int, ...] | None = None
-                              ) -> torch.Tensor:
+    def teacher_forcing_input(self, ids: list[torch.Tensor], pn: tuple[int, ...]) -> torch.Tensor:
         """(B, L - p_1^2, C): for scale s+1, the area-downsampled cumulative f_hat after scale s."""
-        pn = self._pn(patch_nums)
         B, P = ids[0].shape[0], pn[-1]
         f_hat = torch.zeros(B, self.channels, P, P, device=ids[0].device)
         inputs = []
@@ -149,11 +143,10 @@ class MultiScaleQuantizer(nn.Module):
             inputs.append(F.interpolate(f_hat, size=(pn[s + 1], pn[s + 1]), mode="area").flatten(2).transpose(1, 2))
         return torch.cat(inputs, dim=1) if inputs else f_hat.new_zeros(B, 0, self.channels)
 
-    def next_input(self, s: int, f_hat: torch.Tensor, h: torch.Tensor, patch_nums: tuple[int, ...] | None = None
+    def next_input(self, s: int, f_hat: torch.Tensor, h: torch.Tensor, pn: tuple[int, ...]
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Inference step: add scale s's code map h (B,C,p,p) to f_hat in place and return
         (f_hat, next scale's input (B, p_{s+1}^2, C), or None after the last scale)."""
-        pn = self._pn(patch_nums)
         f_hat.add_(self._upsample_phi(h, s, pn))
         if s == len(pn) - 1:
             return f_hat, None
@@ -161,14 +154,16 @@ class MultiScaleQuantizer(nn.Module):
         return f_hat, F.interpolate(f_hat, size=(nxt, nxt), mode="area").flatten(2).transpose(1, 2)
 
     # ------------------------------------------------------------------ training
-    def forward(self, f: torch.Tensor, patch_nums: tuple[int, ...] | None = None, ema_decay: float = 0.99
+    def forward(self, f: torch.Tensor, pn: tuple[int, ...], ema_decay: float = 0.99
                 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Training pass: (straight-through f_hat, quantizer loss, token ids per scale).
 
         Loss per scale: beta*mse(f_hat.detach(), f) + mse(f_hat, f.detach()), averaged over scales.
         """
-        pn = self._pn(patch_nums)
         self.check_latent(f, pn)
+        if len(pn) != self.ema_vocab_hit_SV.shape[0]:
+            raise ConfigError(f"{len(pn)} scales, but usage statistics for {self.ema_vocab_hit_SV.shape[0]}: "
+                              f"re-schedule through VQTokenizer.set_schedule")
         B, C, H, W = f.shape
         f_nograd = f.detach()
         f_rest = f_nograd.clone()

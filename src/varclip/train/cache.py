@@ -40,7 +40,13 @@ from ..config import ConfigError, TokenizerConfig, from_dict, to_dict
 from ..data.base import skip_line
 from ..tokenizer import MultiScaleQuantizer
 from .checkpointing import atomic_write_text
-from .components import load_frozen_text_encoder, load_frozen_tokenizer, make_image_dataset, transformer_config
+from .components import (
+    load_frozen_text_encoder,
+    load_frozen_tokenizer,
+    make_image_dataset,
+    tokenizer_dir,
+    transformer_config,
+)
 from .config import TrainConfig, load_config
 from .distributed import DistEnv, barrier, init_distributed, shutdown
 
@@ -229,8 +235,8 @@ def build_cache(cfg: TrainConfig, out_dir: str | Path, batch_size: int = 64, sha
     info: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "kind": cfg.data.kind, "source_rows": n,
         "patch_nums": list(tcfg.patch_nums), "image_size": cfg.data.image_size, "transform": "center_crop",
-        "source": str(Path(source).resolve()), "tokenizer": str(Path(cfg.model.tokenizer).resolve()),
-        "tokenizer_digest": _file_digest(Path(cfg.model.tokenizer)),
+        "source": str(Path(source).resolve()), "tokenizer": str(tokenizer_dir(cfg.model.tokenizer).resolve()),
+        "tokenizer_digest": _file_digest(tokenizer_dir(cfg.model.tokenizer)),
         "tokenizer_config": to_dict(tok.cfg), "text_encoder": cfg.model.text_encoder if encoder else None,
         "text_encoder_identity": getattr(encoder, "identity", None), "text_dtype": text_dtype if encoder else None,
         "shard_size": shard_size,

@@ -37,6 +37,22 @@ def transformer_config(model: ModelConfig) -> TransformerConfig:
     return from_dict(TransformerConfig, {**to_dict(base), **model.arch}, "model.arch") if model.arch else base
 
 
+def tokenizer_dir(path: str | Path) -> Path:
+    """Where the tokenizer of `path` is: the path itself (a native directory or an official
+    .pth), or, for the run directory of `varclip train-tokenizer` (or `varclip train`), the
+    model it exported (RUN/tokenizer or RUN/model), so a config may name either."""
+    p = Path(path)
+    if not p.is_dir() or (p / "config.json").is_file():
+        return p
+    for sub in ("tokenizer", "model"):
+        if (p / sub / "config.json").is_file():
+            return p / sub
+    if (p / "checkpoints").is_dir():
+        raise ConfigError(f"{p} is a training run that has not exported its tokenizer yet (no {p / 'tokenizer'}): "
+                          f"let it finish, or name a native tokenizer directory")
+    return p
+
+
 def load_frozen_tokenizer(path: str, tcfg: TransformerConfig, image_size: int,
                           device: torch.device | str = "cpu") -> VQTokenizer:
     """The VQVAE in eval mode without gradients, checked against the transformer and image size."""
@@ -44,6 +60,7 @@ def load_frozen_tokenizer(path: str, tcfg: TransformerConfig, image_size: int,
         raise ConfigError("model.tokenizer is not set: give a native tokenizer directory or an official VQVAE .pth")
     if not Path(path).exists():
         raise ConfigError(f"tokenizer not found: {path}")
+    path = str(tokenizer_dir(path))
     tok = load_tokenizer(path, tcfg.patch_nums)
     q = tok.quantize
     if q.vocab_size != tcfg.vocab_size or q.channels != tcfg.z_channels:
@@ -102,5 +119,5 @@ def check_model_data(tcfg: TransformerConfig, kind: str, num_classes: int = 0) -
                           f"(set model.arch.num_classes)")
 
 
-__all__ = ["transformer_config", "load_frozen_tokenizer", "load_frozen_text_encoder", "make_image_dataset",
+__all__ = ["transformer_config", "tokenizer_dir", "load_frozen_tokenizer", "load_frozen_text_encoder", "make_image_dataset",
            "check_model_data"]

@@ -196,7 +196,7 @@ class GeneratorTrainer(LoopTrainer):
             if mb.ids is not None:
                 ids = mb.ids.to(self.device, non_blocking=True)
             else:
-                pyramid = self.tokenizer.encode(mb.images.to(self.device, non_blocking=True), pn)
+                pyramid = self.tokenizer.encode(mb.images.to(self.device, non_blocking=True))
                 ids = torch.cat(pyramid, dim=1)
             pyramid = list(ids.split([p * p for p in pn], dim=1))
             x_in = self.quantizer.teacher_forcing_input(pyramid, pn)

@@ -22,7 +22,6 @@ and checkpoints hold every RNG state, so a resumed run repeats the uninterrupted
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,21 +49,6 @@ AUTOCAST = {"fp32": None, "bf16": torch.bfloat16}
 # --------------------------------------------------------------------------- the model
 
 
-def _with_schedule(tok: VQTokenizer, patch_nums: tuple[int, ...]) -> VQTokenizer:
-    """The same weights serving another scale schedule; usage statistics start afresh when the
-    number of scales changes (they are per scale)."""
-    K = len(patch_nums)
-    if tuple(tok.patch_nums) == patch_nums and tok.quantize.ema_vocab_hit_SV.shape[0] == K:
-        return tok
-    sd = tok.state_dict()
-    with torch.random.fork_rng(devices=[]):
-        new = VQTokenizer(dataclasses.replace(tok.cfg, patch_nums=patch_nums))
-    if sd["quantize.ema_vocab_hit_SV"].shape[0] != K:
-        sd["quantize.ema_vocab_hit_SV"] = torch.zeros(K, tok.cfg.vocab_size)
-    new.load_state_dict(sd)
-    return new
-
-
 def build_tokenizer(m: TokenizerModelConfig) -> VQTokenizer:
     """A fresh named tokenizer (with `arch` overrides), or the `init_from` checkpoint to fine-tune."""
     pn = tuple(m.patch_nums) if m.patch_nums else None
@@ -73,8 +57,7 @@ def build_tokenizer(m: TokenizerModelConfig) -> VQTokenizer:
             raise ConfigError("tokenizer.arch cannot change the architecture of tokenizer.init_from")
         if not Path(m.init_from).exists():
             raise ConfigError(f"tokenizer.init_from not found: {m.init_from}")
-        tok = load_tokenizer(m.init_from, pn)
-        return _with_schedule(tok, pn or tuple(tok.patch_nums))
+        return load_tokenizer(m.init_from, pn)
     overrides = {**m.arch, **({"patch_nums": pn} if pn else {})}
     cfg = named_tokenizer(m.config)
     tok = VQTokenizer(from_dict(TokenizerConfig, {**to_dict(cfg), **overrides}, "tokenizer.arch") if overrides else cfg)
@@ -264,8 +247,8 @@ class TokenizerTrainer(LoopTrainer):
             q.ema_vocab_hit_SV.copy_(all_reduce_mean(q.ema_vocab_hit_SV, env))
         dead: list[int] = []
         if env.is_main:
-            f = self.tok.latent(x, self.patch_nums).float()
-            residuals = quantizer_residuals(q, f, L.reseed_source)
+            f = self.tok.latent(x).float()
+            residuals = quantizer_residuals(q, f, self.patch_nums, L.reseed_source)
             gen = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step, 0x5EED))
             dead = reseed_dead_codes(q, residuals.cpu(), L.reseed_threshold, gen).tolist()
         dead = broadcast_object(dead, env)
@@ -376,7 +359,7 @@ class TokenizerTrainer(LoopTrainer):
         tok.eval()
         try:
             x = self.preview[:n].to(self.device)
-            rec = tok.decode(tok.encode(x, self.patch_nums), self.patch_nums)
+            rec = tok.decode(tok.encode(x))
         finally:
             tok.train(was)
         imgs = to_pil(to_unit(torch.cat([x, rec], 0)))

@@ -380,10 +380,10 @@ def adaptive_gan_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer
 
 
 @torch.no_grad()
-def quantizer_residuals(quantize: nn.Module, f: torch.Tensor, mode: str = "finest") -> torch.Tensor:
-    """Vectors (N, Cvae) that the quantizer had to match: the residual at the finest scale
-    ("finest"), or the area-downsampled residual of every scale ("all")."""
-    pn = quantize.patch_nums
+def quantizer_residuals(quantize: nn.Module, f: torch.Tensor, pn: tuple[int, ...], mode: str = "finest"
+                        ) -> torch.Tensor:
+    """Vectors (N, Cvae) that the quantizer had to match at scales `pn`: the residual at the
+    finest scale ("finest"), or the area-downsampled residual of every scale ("all")."""
     _, fhats = quantize.encode(f.float(), pn)
     C = f.shape[1]
     if mode == "finest":
