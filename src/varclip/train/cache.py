@@ -158,7 +158,7 @@ class TokenCache:
     def quantizer(self, device: torch.device | str = "cpu") -> MultiScaleQuantizer:
         """The tokenizer's quantizer alone: enough to rebuild the teacher-forcing input."""
         tc = self.index.tokenizer_config
-        q = MultiScaleQuantizer(tc.vocab_size, tc.z_channels, self.index.patch_nums, tc.share_quant_resi,
+        q = MultiScaleQuantizer(tc.vocab_size, tc.z_channels, len(self.index.patch_nums), tc.share_quant_resi,
                                 tc.quant_resi, tc.beta)
         sd = load_file(str(self.path / "quantizer.safetensors"))
         q.load_state_dict(sd, strict=True)
@@ -266,7 +266,7 @@ def build_cache(cfg: TrainConfig, out_dir: str | Path, batch_size: int = 64, sha
                 continue
             rows.extend(kept)
             with torch.no_grad():
-                pyramid = tok.encode(images.to(env.device), tcfg.patch_nums)
+                pyramid = tok.encode(images.to(env.device))  # at tcfg's scales: load_frozen_tokenizer
             ids.append(torch.cat(pyramid, dim=1).to(id_dtype).cpu())
             if encoder is None:
                 labels.append(torch.as_tensor(targets, dtype=torch.long))

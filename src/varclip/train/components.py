@@ -7,13 +7,13 @@ schedule: a cache is only valid for the exact pipeline the trainer would run its
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..checkpoints import (
+    check_compatible,
     load_tokenizer,
     read_model_config,
     read_official,
@@ -61,13 +61,8 @@ def load_frozen_tokenizer(path: str, tcfg: TransformerConfig, image_size: int,
     if not Path(path).exists():
         raise ConfigError(f"tokenizer not found: {path}")
     path = str(tokenizer_dir(path))
-    tok = load_tokenizer(path, tcfg.patch_nums)
-    q = tok.quantize
-    if q.vocab_size != tcfg.vocab_size or q.channels != tcfg.z_channels:
-        raise ConfigError(f"tokenizer {path} (vocab {q.vocab_size}, Cvae {q.channels}) does not match the "
-                          f"transformer (vocab {tcfg.vocab_size}, Cvae {tcfg.z_channels})")
-    if tuple(tok.patch_nums) != tuple(tcfg.patch_nums):
-        tok.cfg = dataclasses.replace(tok.cfg, patch_nums=tuple(tcfg.patch_nums))
+    tok = load_tokenizer(path, tcfg.patch_nums)  # re-scheduled to the transformer's scales
+    check_compatible(tok, tcfg, f"tokenizer {path}")
     expected = tcfg.patch_nums[-1] * tok.cfg.downsample
     if image_size != expected:
         raise ConfigError(f"data.image_size {image_size} does not fit the scale schedule: the last patch number "
