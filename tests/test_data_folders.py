@@ -111,3 +111,11 @@ def test_seeded_crops_are_a_function_of_seed_epoch_index(tmp_path):
 def test_missing_root(tmp_path):
     with pytest.raises(FileNotFoundError):
         ImageFolderDataset(tmp_path / "nope", size=8)
+
+
+def test_image_sources_drop_unusable_files(tmp_path):
+    from varclip.data.sources import image_source_dataset
+    root = _tree(tmp_path)  # 9 images, one of them corrupt
+    Image.new("RGB", (2, 2)).save(root / "moon" / "tiny.png")
+    ds = image_source_dataset(root, 16)
+    assert len(ds) == 8 and ds.num_skipped == 2 and "2 of 10" in ds.skip_summary()

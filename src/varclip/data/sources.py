@@ -15,7 +15,8 @@ def image_source_dataset(source: str | os.PathLike[str], size: int, train: bool 
                          seed: int | None = None, hflip: bool = False) -> RobustImageDataset:
     """Images only, from a folder (searched recursively, flat or class sub-folders alike) or a
     caption manifest (.jsonl/.csv/.txt; captions ignored, an image listed with several captions
-    counted once). Items are (CHW in [-1,1], 0)."""
+    counted once). Items are (CHW in [-1,1], 0). Unusable images are dropped up front (see
+    `base.RobustImageDataset.scan`)."""
     src = Path(source)
     if src.is_dir():
         files = sorted(p for p in src.rglob("*")
@@ -30,8 +31,11 @@ def image_source_dataset(source: str | os.PathLike[str], size: int, train: bool 
             raise ValueError(f"{src}: no usable lines ({manifest.summary()})")
     else:
         raise FileNotFoundError(f"data not found: {src} (give an image folder or a caption manifest)")
-    return RobustImageDataset([(p, 0) for p in files], ImageTransform(size, train=train, hflip=hflip),
-                              seed=seed, name=f"images({src})")
+    dataset = RobustImageDataset([(p, 0) for p in files], ImageTransform(size, train=train, hflip=hflip),
+                                 seed=seed, name=f"images({src})")
+    if src.is_dir():  # a manifest's images were checked when it was read
+        dataset.scan()
+    return dataset
 
 
 __all__ = ["image_source_dataset"]
