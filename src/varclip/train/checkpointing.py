@@ -17,7 +17,8 @@ Files can still rot after the rename (a truncated copy, a flipped bit, a full di
 tool's write), so `meta.json` records the SHA-256 of every file and `Checkpoint.verify()` checks
 them before a resume trusts a checkpoint; `--resume auto` then falls back to the newest intact
 one (`keep_last` keeps the older ones for exactly this). Hashing reads each file once more at
-save time (about 1 s per GB), small next to writing it. A failed write (ENOSPC) removes its
+save time: 1.2-1.5 s per 256 MB against 3-5 s to write and sync it, measured on a busy 2-core
+machine (SHA-256 runs at GB/s on CPUs with SHA instructions). A failed write (ENOSPC) removes its
 temporary directory and raises a one-line `CheckpointError`: the previous checkpoints stay.
 
 Multi-process runs need the checkpoint folder on a file system every rank sees.
