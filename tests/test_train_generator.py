@@ -109,7 +109,8 @@ def test_accumulation_bf16_ema_progressive_smoke(data, tmp_path):
     out = tmp_path / "mix"
     over = class_overrides(data, out, steps=6) + [
         "precision=bf16", "ema_decay=0.9", "loss.label_smoothing=0.1", "loss.scale_weights=[1,1,2,2]",
-        "loss.progressive_start_scales=2", "loss.progressive_fraction=0.5", "logging.sample_every=3"]
+        "loss.progressive_start_scales=2", "loss.progressive_fraction=0.5", "logging.sample_every=3",
+        "schedule.warmup_steps=1"]  # the first stage is held through the warm-up (official rule)
     train(_cfg("tiny_class", over))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["scales"] == 2 and "scales" not in rows[-1]

@@ -4,8 +4,9 @@ the trainer does not know which one it has ("transparent" cache use).
 
 Order: `DistributedResumableSampler` with this rank's rows per optimizer step; a batch is a
 pure function of (seed, epoch, step, rank, world size), and the concatenation over ranks is
-the same global batch for every world size. Resuming is `batches(epoch, step)` from the saved
-step: no sampler state to save.
+the same global batch for every world size. `fill_last` (official) completes the last batch of
+an epoch from the epoch's start instead of dropping the rest. Resuming is `batches(epoch, step)`
+from the saved step: no sampler state to save.
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ class TrainData:
     kind: str
     num_classes: int = 0
 
-    def __init__(self, num_samples: int, rows_per_rank: int, env: DistEnv, seed: int):
+    def __init__(self, num_samples: int, rows_per_rank: int, env: DistEnv, seed: int, fill_last: bool = False):
         self.num_samples = num_samples
         self.sampler = DistributedResumableSampler(num_samples, rows_per_rank, env.world_size, env.rank, seed=seed,
-                                                   drop_last=True, shuffle=True)
+                                                   drop_last=not fill_last, shuffle=True)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -79,8 +80,9 @@ class TrainData:
 class ImageData(TrainData):
     """Images through a DataLoader; the tokenizer (and text encoder) run in the training step."""
 
-    def __init__(self, dataset: Any, kind: str, rows_per_rank: int, env: DistEnv, seed: int, num_workers: int):
-        super().__init__(len(dataset), rows_per_rank, env, seed)
+    def __init__(self, dataset: Any, kind: str, rows_per_rank: int, env: DistEnv, seed: int, num_workers: int,
+                 fill_last: bool = False):
+        super().__init__(len(dataset), rows_per_rank, env, seed, fill_last)
         self.dataset, self.kind, self.num_workers, self.seed = dataset, kind, num_workers, seed
         self.pin = env.device.type == "cuda"
         self.num_classes = len(getattr(dataset, "classes", []))
@@ -107,8 +109,8 @@ class ImageData(TrainData):
 class CachedData(TrainData):
     """Rows of a TokenCache: no image decoding, no VAE, no text encoder."""
 
-    def __init__(self, cache: TokenCache, rows_per_rank: int, env: DistEnv, seed: int):
-        super().__init__(len(cache), rows_per_rank, env, seed)
+    def __init__(self, cache: TokenCache, rows_per_rank: int, env: DistEnv, seed: int, fill_last: bool = False):
+        super().__init__(len(cache), rows_per_rank, env, seed, fill_last)
         self.cache = cache
         self.kind = cache.index.kind
         self.num_classes = len(cache.index.info.get("classes", []))

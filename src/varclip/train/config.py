@@ -122,13 +122,17 @@ class OptimConfig:
     weight_decay: float = 0.05
     no_decay_keys: list[str] = field(default_factory=lambda: [
         "pos_start", "pos_1LC", "lvl_embed", "gamma", "ada_gss", "scale_mul"])
+    # decayed to weight_decay_end by a cosine over training (official --twde); < 0: constant
+    weight_decay_end: float = -1.0
     grad_clip: float = 2.0  # <= 0: off (the norm is still measured and logged)
     # a step with a non-finite loss or gradient norm is skipped; this many in a row stop the run
     # with an error (0: never stop). Read from the run's `optim` section only.
     max_nonfinite_steps: int = 10
-    fused: bool = False  # fused AdamW kernel (CUDA)
+    fused: Literal["auto", "on", "off"] = "auto"  # fused AdamW kernel; auto: on CUDA (official), off on CPU
 
     def __post_init__(self) -> None:
+        if isinstance(self.fused, bool):
+            self.fused = "on" if self.fused else "off"
         if self.base_lr <= 0 and self.lr <= 0:
             raise ConfigError("optim: base_lr or lr must be > 0")
         if self.lr_ref_batch < 1:
@@ -141,23 +145,30 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Length of training and the lr factor: linear warm-up from `warmup_start`, flat for
-    `flat_fraction` of the post-warm-up steps, then linear decay to `end_factor` at the last step.
-    Official: warm-up epochs/50 (= 2 % of training), flat 5 %, end 0.1 (d16/d20) or 0.01."""
+    """Length of training and the lr factor: linear warm-up from `warmup_start`, then the
+    official schedule `kind` down to `end_factor` at the last iteration (see train/optim.py).
+    Official: warm-up epochs/50 (= 2 % of training), lin0 (flat 5 %, then linear), end 0.1
+    (d16/d20) or 0.01; with progressive training the official code switches to lin<pg>."""
 
     steps: int = 0  # optimizer steps; 0: from epochs
     epochs: float = 0.0
     warmup_steps: int = -1  # < 0: warmup_fraction of the steps
     warmup_fraction: float = 0.02
     warmup_start: float = 0.005
-    flat_fraction: float = 0.05
+    kind: str = "auto"  # lin0 | lin | lin00 | cos | exp | lin<T>; auto: lin<pg> when progressive, else lin0
+    flat_fraction: float = -1.0  # flat part of lin/lin0/lin00/exp; < 0: the kind's own (0.15/0.05/0/0.15)
     end_factor: float = 0.1
+    # official: every schedule (lr, weight decay, progressive stages) advances per micro-batch, and
+    # a step uses the values of its last micro-batch; false: per optimizer step
+    count_micro_batches: bool = False
 
     def __post_init__(self) -> None:
+        from .optim import check_lr_kind
         if self.steps < 0 or self.epochs < 0:
             raise ConfigError("schedule: steps and epochs must be >= 0")
-        if not 0 <= self.flat_fraction <= 1 or not 0 <= self.warmup_fraction < 1:
+        if self.flat_fraction > 1 or not 0 <= self.warmup_fraction < 1:
             raise ConfigError("schedule: flat_fraction and warmup_fraction must be in [0, 1]")
+        check_lr_kind(self.kind, self.end_factor)
 
 
 @dataclass
@@ -229,6 +240,7 @@ class DataConfig:
     min_image_size: int = 8  # px, shorter side: smaller images are skipped as unusable
     cache_dir: str = ""
     use_cache: Literal["auto", "on", "off"] = "auto"
+    fill_last: bool = False  # official: pad the last batch of an epoch from its start instead of dropping it
     text_memo_size: int = 100_000  # distinct caption embeddings kept in memory when reading images
 
     def __post_init__(self) -> None:
@@ -266,8 +278,12 @@ class LossConfig:
     # bernoulli: each row independently (VAR); exact: floor(rate*B) random rows (VAR-CLIP);
     # auto: bernoulli for class models, exact for text models
     cond_drop_mode: Literal["auto", "bernoulli", "exact"] = "auto"
+    # progressive training as the official code (train/losses.py): the first `start_scales` scales
+    # (official pg0 + 1) through the warm-up, one more at even intervals until `fraction` of training
+    # (official pg); each new scale's loss weight ramps in over `ramp_fraction` of training (pgwp/ep)
     progressive_start_scales: int = 0  # > 0: train on this many scales first, growing to all
     progressive_fraction: float = 0.0  # fraction of training over which growth happens
+    progressive_ramp_fraction: float = 1 / 300
 
     def __post_init__(self) -> None:
         if not 0 <= self.label_smoothing < 1:
@@ -278,6 +294,8 @@ class LossConfig:
             raise ConfigError("loss.scale_weights must be >= 0")
         if not 0 <= self.progressive_fraction <= 1:
             raise ConfigError("loss.progressive_fraction must be in [0, 1]")
+        if self.progressive_ramp_fraction < 0:
+            raise ConfigError("loss.progressive_ramp_fraction must be >= 0")
 
 
 @dataclass
@@ -293,6 +311,7 @@ class TrainConfig:
     grad_accum: int = 1
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
     compile: bool = False
+    tf32: bool = True  # CUDA: TF32 matmuls and convolutions, as the official code
     ema_decay: float = 0.0  # > 0: keep an EMA of the weights (not in the official recipe)
     export_ema: bool = True  # the exported model uses the EMA weights when there are any
     step_sleep_s: float = 0.0  # testing aid: sleep after each step (to interrupt a run mid-way)

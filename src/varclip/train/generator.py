@@ -49,7 +49,8 @@ from .distributed import (
     wrap_model,
 )
 from .ema import EMA
-from .losses import drop_mask, scale_index, scales_at, token_loss
+from .amp import make_grad_scaler, scaler_step, set_tf32
+from .losses import Progressive, drop_mask, scale_index, token_loss
 from .optim import LRSchedule, build_optimizer, clip_grad_norm, peak_lr
 from .runner import LoopTrainer, parse_run_args, resolve_config_path, run_trainer, total_steps, train_cli
 
@@ -100,6 +101,8 @@ class GeneratorTrainer(LoopTrainer):
     def __init__(self, cfg: TrainConfig, env: DistEnv):
         self.cfg, self.env = cfg, env
         self.device = env.device
+        if self.device.type == "cuda":
+            set_tf32(cfg.tf32)
         self.out = Path(cfg.out_dir)
         self.tcfg: TransformerConfig = transformer_config(cfg.model)
         self.patch_nums = tuple(self.tcfg.patch_nums)
@@ -109,9 +112,13 @@ class GeneratorTrainer(LoopTrainer):
         self.total = total_steps(cfg.schedule, self.data.steps_per_epoch)
         self._frozen_parts()
         self._build_model()
-        self.schedule = LRSchedule.from_config(cfg.schedule, self.total)
+        lc = cfg.loss
+        self.schedule = LRSchedule.from_config(cfg.schedule, self.total, cfg.grad_accum, lc.progressive_fraction)
+        its = self.schedule.total  # schedule iterations (micro-batches when they are counted)
+        self.progressive = Progressive(self.patch_nums, its, lc.progressive_start_scales, lc.progressive_fraction,
+                                       self.schedule.warmup_exact, lc.progressive_ramp_fraction * its)
         self.autocast_dtype = AUTOCAST[cfg.precision]
-        self.scaler = self._grad_scaler() if cfg.precision == "fp16" else None
+        self.scaler = make_grad_scaler(self.device.type, self.strategy == "fsdp") if cfg.precision == "fp16" else None
         self.ema = EMA(self.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.lvl = scale_index(self.patch_nums).to(self.device)
         w = cfg.loss.scale_weights
@@ -137,9 +144,9 @@ class GeneratorTrainer(LoopTrainer):
         if use:
             self.cache = TokenCache(d.cache_dir)
             check_cache(self.cache.index, cfg, self.patch_nums)
-            return CachedData(self.cache, self.rows, env, cfg.seed)
+            return CachedData(self.cache, self.rows, env, cfg.seed, d.fill_last)
         dataset = make_image_dataset(d, cfg.seed, augment=True)
-        return ImageData(dataset, d.kind, self.rows, env, cfg.seed, d.num_workers)
+        return ImageData(dataset, d.kind, self.rows, env, cfg.seed, d.num_workers, d.fill_last)
 
     def _frozen_parts(self) -> None:
         """The quantizer (always), and the VAE and text encoder when reading images."""
@@ -181,12 +188,6 @@ class GeneratorTrainer(LoopTrainer):
             raise ConfigError(f"model.init_from does not fit model.arch: {len(bad)} tensors differ, e.g. {bad[0]}")
         model.load_state_dict(src)
         return model
-
-    def _grad_scaler(self) -> Any:
-        if self.strategy == "fsdp":
-            from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
-            return ShardedGradScaler(self.device.type)
-        return torch.amp.GradScaler(self.device.type)
 
     # ------------------------------------------------------------------ one step
     def _tokens(self, mb: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,18 +231,23 @@ class GeneratorTrainer(LoopTrainer):
         return TextEmbedding.concat([memo[c] for c in captions])
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        """One optimizer step on this rank's rows; returns local metric tensors (not synced)."""
+        """One optimizer step on this rank's rows; returns local metric tensors (not synced) and,
+        under "micro", what each micro-batch used (schedule values are set per micro-batch, as the
+        official code does; the optimizer step uses those of the last one)."""
         cfg, env = self.cfg, self.env
         K = len(self.patch_nums)
-        k_now = scales_at(step, self.total, K, cfg.loss.progressive_start_scales, cfg.loss.progressive_fraction)
-        ed = sum(p * p for p in self.patch_nums[:k_now])
         first = self.patch_nums[0] ** 2
         global_mask = drop_mask(self.rows * env.world_size, cfg.loss.cond_drop_rate, self.drop_mode, cfg.seed, step)
         mask = global_mask[env.rank * self.rows:(env.rank + 1) * self.rows]
         self.schedule.step = step
-        lr = self.schedule.apply(self.optimizer)
         sums = torch.zeros(2 + 2 * K, device=self.device)  # loss, acc, scale losses, scale accs
+        micro: dict[str, list[Any]] = {"loss": [], "lr": [], "wd": [], "scales": [], "ramp": []}
         for i in range(cfg.grad_accum):
+            it = self.schedule.iteration(step, i)
+            lr = self.schedule.apply(self.optimizer, it)
+            k_now = self.progressive.scales(it)
+            ed = sum(p * p for p in self.patch_nums[:k_now])
+            weights = self.progressive.token_weights(it, self.scale_weights)
             lo, hi = i * self.micro, (i + 1) * self.micro
             mb = batch.rows(lo, hi)
             target, x_in = self._tokens(mb)
@@ -251,26 +257,35 @@ class GeneratorTrainer(LoopTrainer):
             with no_grad_sync(self.train_module, self.strategy, skip=i < cfg.grad_accum - 1):
                 with self._autocast():
                     logits = self.step_module(cond, x_in, drop)
-                out = token_loss(logits, target, self.lvl[:ed], K, cfg.loss.label_smoothing, self.scale_weights)
+                out = token_loss(logits, target, self.lvl[:ed], K, cfg.loss.label_smoothing, self.scale_weights,
+                                 weights)
                 loss = out.loss / cfg.grad_accum
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             sums += torch.cat((out.loss.detach().view(1), out.acc.view(1), out.scale_loss.nan_to_num(0.0),
                                out.scale_acc.nan_to_num(0.0)))
+            for key, v in zip(micro, (out.loss.detach(), lr, self._weight_decay(), k_now,
+                                      self.progressive.ramp_weight(it))):
+                micro[key].append(v)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grad_norm = clip_grad_norm(self.net.parameters(), cfg.optim.grad_clip)
         ok = self.finite_step(sums[0], grad_norm if self.scaler is None else 0.0)
         if self.scaler is not None:  # skips non-finite gradients itself
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            scaler_step(self.scaler, self.optimizer)
         elif ok:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None and ok:
             self.ema.update(self.net)
         self.schedule.advance()
-        return {"sums": sums / cfg.grad_accum, "grad_norm": torch.tensor(grad_norm), "lr": torch.tensor(lr),
+        return {"sums": sums / cfg.grad_accum, "grad_norm": torch.tensor(grad_norm),
+                "lr": torch.tensor(lr, dtype=torch.float64), "wd": torch.tensor(micro["wd"][-1], dtype=torch.float64),
+                "micro": micro,
                 "scales": torch.tensor(k_now), "skipped": not ok}
+
+    def _weight_decay(self) -> float:
+        """The weight decay of the decayed parameter group now (0 when nothing is decayed)."""
+        return max(g["weight_decay"] for g in self.optimizer.param_groups)
 
     def _metrics(self, local: dict[str, torch.Tensor], images_per_s: float, epoch: int) -> dict[str, Any]:
         K = len(self.patch_nums)
@@ -278,7 +293,7 @@ class GeneratorTrainer(LoopTrainer):
         k_now = int(local["scales"])
         m: dict[str, Any] = {"loss": float(s[0]), "acc": float(s[1]), "lr": float(local["lr"]),
                              "grad_norm": float(local["grad_norm"]), "images_per_s": round(images_per_s, 2),
-                             "epoch": epoch}
+                             "epoch": epoch, "wd": float(local["wd"])}
         if k_now < K:
             m["scales"] = k_now
         for k in range(k_now):
