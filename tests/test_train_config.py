@@ -91,7 +91,10 @@ def test_official_recipe_numbers():
     assert d16.batch_size == 768 and d16.optim.base_lr == 1e-4 and d16.optim.betas == (0.9, 0.95)
     assert d16.optim.weight_decay == 0.05 and d16.optim.grad_clip == 2.0 and d16.schedule.end_factor == 0.1
     assert d16.loss.cond_drop_rate == 0.1 and d16.loss.label_smoothing == 0.0 and d16.ema_decay == 0.0
+    assert d16.precision == "fp16" and d16.tf32 and d16.optim.fused == "auto" and d16.data.fill_last
+    assert d16.schedule.kind == "lin0" and d16.schedule.count_micro_batches and d16.optim.weight_decay_end < 0
     d30 = load_config(TrainConfig, CONFIGS / "var_d30.yaml")
     assert d30.batch_size == 1024 and d30.optim.base_lr == 8e-5 and d30.schedule.end_factor == 0.01
+    assert d30.optim.weight_decay_end == 0.08 and d30.precision == "fp16"  # --twde=0.08 --fp16=1
     clip = load_config(TrainConfig, CONFIGS / "varclip_d16.yaml")
     assert clip.loss.cond_drop_mode in ("exact", "auto") and clip.data.kind == "text"
