@@ -1,11 +1,18 @@
-"""The one config loader (`from_dict`) for model, sampling and training configs."""
+"""The one config loader (`from_dict`) for model, sampling and training configs, and the named
+model configs (built on the meta device, checked against the official layouts)."""
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from varclip.config import (ConfigError, SamplingConfig, TokenizerConfig, TransformerConfig, from_dict,
-                            named_transformer, parse_bool, to_dict)
+import pytest
+import torch
+
+from varclip.checkpoints import check_compatible, tokenizer_to_official, transformer_to_official
+from varclip.config import (TOKENIZERS, TRANSFORMERS, ConfigError, SamplingConfig, TokenizerConfig,
+                            TransformerConfig, from_dict, named_tokenizer, named_transformer, parse_bool, to_dict)
+from varclip.model import VARTransformer
+from varclip.tokenizer import VQTokenizer
 
 
 def test_model_configs_get_real_coercion():
@@ -41,3 +48,53 @@ def test_bool_words():
 def test_to_dict_is_plain_data():
     d = to_dict(named_transformer("tiny"))
     assert d["patch_nums"] == [1, 2, 3, 4] and from_dict(TransformerConfig, d) == named_transformer("tiny")
+
+
+# ---------------------------------------------------------------------------- named model configs
+
+# named config -> its entry in ../shared/parity/official_layouts.json
+OFFICIAL = {"vae_ch160v4096z32": "vae_ch160v4096z32", "vae_ch160v4096z32_512": "vae_ch160v4096z32",
+            "d16": "var_d16", "d20": "var_d20", "d24": "var_d24", "d30": "var_d30", "d36": "var_d36_512",
+            "varclip_d16": "varclip_d16"}
+
+
+def _on_meta(kind: str, name: str) -> torch.nn.Module:
+    """A named model on the meta device: no memory, so d36 (2.4 B parameters) costs nothing."""
+    with torch.device("meta"):
+        return VQTokenizer(named_tokenizer(name)) if kind == "tokenizer" else VARTransformer(named_transformer(name))
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMERS))
+def test_every_named_transformer_builds_and_fits_a_named_tokenizer(name):
+    model, cfg = _on_meta("transformer", name), named_transformer(name)
+    # the blocks hold nearly all weights: attention 4C^2 + MLP 8C^2 (+ AdaLN 6C^2 unless shared)
+    C = cfg.embed_dim
+    blocks = cfg.depth * ((12 if cfg.shared_aln else 18) + (4 if cfg.cross_attn else 0)) * C * C
+    assert 1.0 < _params(model) / blocks < 1.5, _params(model)
+    fits = [t for t in TOKENIZERS if named_tokenizer(t).patch_nums == cfg.patch_nums]
+    for t in fits:
+        check_compatible(_on_meta("tokenizer", t), model)
+    assert fits, f"no named tokenizer serves {name}'s schedule {cfg.patch_nums}"
+
+
+@pytest.mark.parametrize("name", sorted(TOKENIZERS))
+def test_every_named_tokenizer_builds(name):
+    tok = _on_meta("tokenizer", name)
+    assert tok.cfg.image_size == tok.patch_nums[-1] * tok.cfg.downsample
+    assert tok.quantize.ema_vocab_hit_SV.shape == (len(tok.patch_nums), tok.cfg.vocab_size)
+    assert 1e5 < _params(tok) < 2e8
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_named_configs_match_the_official_layouts(name, parity_dir):
+    entry = json.loads((parity_dir / "official_layouts.json").read_text())[OFFICIAL[name]]
+    kind = "tokenizer" if name in TOKENIZERS else "transformer"
+    model = _on_meta(kind, name)
+    assert _params(model) == entry["params"]
+    sd = tokenizer_to_official(model) if kind == "tokenizer" else transformer_to_official(model)
+    ours = {k: [list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in sd.items()}
+    assert ours == {k: [list(shape), dtype] for k, (shape, dtype) in entry["keys"].items()}
