@@ -57,7 +57,8 @@ def test_per_scale_numbers_and_their_definition(pipe_and_dir, tmp_path):
     y = torch.tensor(ds.targets)
     with torch.no_grad():
         ids = pipe.tokenizer.encode(x)
-        logits = pipe.transformer(Cond(y), pipe.tokenizer.quantize.teacher_forcing_input(ids, pipe.transformer.patch_nums))
+        x_in = pipe.tokenizer.quantize.teacher_forcing_input(ids, pipe.transformer.patch_nums)
+        logits = pipe.transformer(Cond(y), x_in)
         gt = torch.cat(ids, 1)
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gt.reshape(-1))
         acc = (logits.argmax(-1) == gt).double().mean()
