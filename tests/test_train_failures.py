@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from test_train_fixtures import CONFIGS, class_overrides, make_data
+from test_train_fixtures import CONFIGS, class_overrides, make_data, torchrun
 
 from varclip.cli import main as varclip_main
 from varclip.config import ConfigError
@@ -47,6 +47,16 @@ def test_corrupt_newest_checkpoint_falls_back(data, tmp_path, capsys):
     (ck / "step-00000008" / "trainer.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="step-00000008 is corrupt"):
         train(_cfg(data, out, 8, f"checkpoint.resume={ck / 'step-00000008'}"))
+
+
+def test_every_rank_stops_on_an_unusable_checkpoint(data, tmp_path):
+    out = tmp_path / "ddp"
+    train(_cfg(data, out, 2))
+    (out / "checkpoints" / "step-00000002" / "model.safetensors").write_bytes(b"")
+    proc = torchrun(2, [str(CONFIGS / "tiny_class.yaml"), *class_overrides(data, out, 4), *QUIET,
+                        "dist.strategy=ddp", "--resume", "auto"], timeout=180)
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    assert proc.stderr.count("varclip train: error: no intact checkpoint") == 2  # one line per rank, no hang
 
 
 def test_changed_architecture_is_one_line(data, tmp_path):

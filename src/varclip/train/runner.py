@@ -100,10 +100,18 @@ class LoopTrainer:
         env = self.env
         path, notes = None, []
         self.resumed_loss = None
+        failed = None
         if env.is_main:
-            ck, notes = self._pick_checkpoint()
-            path = str(ck.path) if ck is not None else None
-        path = broadcast_object(path, env)
+            try:
+                ck, notes = self._pick_checkpoint()
+                path = str(ck.path) if ck is not None else None
+            except ValueError as e:  # every rank stops with it, none waits for the broadcast
+                failed = e
+        path, reason = broadcast_object((path, str(failed) if failed else None), env)
+        if failed is not None:
+            raise failed
+        if reason is not None:
+            raise CheckpointError(reason)
         if path is None:
             return 0, notes
         ck = self.ckpt.resolve(path)
