@@ -121,3 +121,24 @@ def test_tensor_roundtrip_and_var_normalisation():
     x = pil_to_tensor(img)
     assert x[:, 0, 0].tolist() == pytest.approx([-1.0, 128 / 255 * 2 - 1, 1.0], abs=1e-6)
     assert tensor_to_pil(x).getpixel((0, 0)) == (0, 128, 255)
+
+
+def test_one_image_io_module_range_crop_mask_and_alpha(tmp_path):
+    from varclip.data.images import center_crop, mask_picture, to_pil, to_unit
+    arr = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    x = pil_to_tensor(Image.fromarray(arr))
+    assert torch.equal(to_unit(torch.tensor([-2.0, -1.0, 0.0, 1.0, 3.0])), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+    assert np.array_equal(np.asarray(to_pil(to_unit(x[None]))[0]), arr)  # [-1,1] -> PIL is exact
+    wide = Image.fromarray(np.arange(7 * 4, dtype=np.uint8).reshape(4, 7))  # 3 columns too many
+    left, _ = center_crop_box(7, 4, 4)
+    assert np.array_equal(np.asarray(center_crop(wide)), np.asarray(wide)[:, left:left + 4])
+    mask = Image.new("L", (6, 3), 0)
+    mask.putpixel((5, 2), 255)
+    want = np.zeros((3, 6), np.float32)
+    want[2, 5] = 1.0
+    for given in (mask, _save(mask, tmp_path / "m.png"), want):
+        assert np.array_equal(mask_picture(given).numpy(), want)
+    layer = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    layer.putpixel((1, 1), (255, 0, 0, 200))
+    kept = load_image(_save(layer, tmp_path / "l.png"), keep_alpha=True)
+    assert kept.mode == "RGBA" and kept.getpixel((1, 1))[3] == 200 and kept.getpixel((0, 0))[3] == 0

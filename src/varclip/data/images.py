@@ -90,14 +90,14 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.
     return img.convert("RGB")
 
 
-def _open_rgb(fp: str | os.PathLike[str] | io.BytesIO) -> Image.Image:
+def _open_rgb(fp: str | os.PathLike[str] | io.BytesIO, keep_alpha: bool = False) -> Image.Image:
     with warnings.catch_warnings():
         # A DecompressionBombWarning is left to PIL's limit; other warnings are noise here.
         warnings.simplefilter("ignore", UserWarning)
         with Image.open(fp) as img:
             img.load()  # force the full decode now so that truncation is caught here
             img = ImageOps.exif_transpose(img)
-            return to_rgb(img).copy()
+            return img.convert("RGBA") if keep_alpha else to_rgb(img).copy()
 
 
 def _one_line(err: BaseException) -> str:
@@ -105,10 +105,11 @@ def _one_line(err: BaseException) -> str:
     return " ".join(text.split()) or type(err).__name__
 
 
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Decode a file to an upright RGB image, or raise a one-line ValueError naming it."""
+def load_image(path: str | os.PathLike[str], keep_alpha: bool = False) -> Image.Image:
+    """Decode a file to an upright RGB image (RGBA with `keep_alpha`: paint layers), or raise a
+    one-line ValueError naming it."""
     try:
-        return _open_rgb(path)
+        return _open_rgb(path, keep_alpha)
     except _DECODE_ERRORS as err:
         raise ValueError(f"cannot read image {os.fspath(path)!r}: {_one_line(err)}") from err
 
@@ -153,10 +154,40 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return x.add(x).add_(-1)
 
 
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] (what the tokenizer reads and writes) -> [0, 1] (what metrics and viewers want), clamped."""
+    return ((x.float() + 1) / 2).clamp_(0, 1)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8, rounded."""
+    return images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [0, 1] -> PIL images."""
+    return [Image.fromarray(np.ascontiguousarray(a)) for a in to_uint8(images)]
+
+
 def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     """Inverse of `pil_to_tensor` (CHW in [-1, 1]) for previews and tests."""
-    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(arr.permute(1, 2, 0).cpu().numpy(), mode="RGB")
+    return to_pil(to_unit(x[None]))[0]
+
+
+def center_crop(img: Image.Image, size: int | None = None) -> Image.Image:
+    """The centred size x size crop (default: the largest square), placed as torchvision's CenterCrop."""
+    size = min(img.size) if size is None else size
+    left, top = center_crop_box(img.width, img.height, size)
+    return img.crop((left, top, left + size, top + size))
+
+
+def mask_picture(mask: "Image.Image | torch.Tensor | np.ndarray | str | os.PathLike[str]") -> torch.Tensor:
+    """A mask picture of any size (file, PIL image or array) -> (H, W) float in [0, 1]; white = 1."""
+    if isinstance(mask, (str, os.PathLike)):
+        mask = load_image(mask)
+    if isinstance(mask, Image.Image):
+        return torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
+    return torch.as_tensor(mask, dtype=torch.float32)
 
 
 @dataclass(frozen=True)
