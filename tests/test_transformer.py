@@ -35,6 +35,40 @@ def test_block_causal_mask():
     assert (mask[-1] == 0).all()
 
 
+def test_block_causal_mask_is_a_buffer_rebuilt_after_loading():
+    from varclip.checkpoints import transformer_from_official, transformer_to_official
+    m = VARTransformer(named_transformer("tiny")).eval()
+    assert m.block_causal_mask() is m.block_causal_mask()  # built once, not in every forward
+    assert torch.equal(m.block_causal_mask(14), m.block_causal_mask()[:, :, :14, :14])
+    assert "attn_bias" not in m.state_dict()  # derived, never saved
+    loaded = transformer_from_official(transformer_to_official(m), patch_nums=m.patch_nums)
+    assert torch.equal(loaded.block_causal_mask(), m.block_causal_mask())
+    x, cond = torch.randn(2, 29, 8), Cond(torch.tensor([1, 2]))
+    with torch.no_grad():
+        assert torch.equal(loaded(cond, x), m(cond, x))
+
+
+@pytest.mark.parametrize("schedule,calls", [("linear", 1), ("off_from:2", 2)])
+def test_sampling_computes_adaln_once_per_call(schedule, calls):
+    """The AdaLN projections depend on the condition only: one pass per call (and one more
+    when guidance stops and the rows halve), not one per scale, with the same bits."""
+    from varclip.config import SamplingConfig, named_tokenizer
+    from varclip.sampling import generate
+    from varclip.tokenizer import VQTokenizer
+    torch.manual_seed(0)
+    m, tok = VARTransformer(named_transformer("tiny")).eval(), VQTokenizer(named_tokenizer("tiny")).eval()
+    seen = []
+    for mod in (m.blocks[0].ada_lin, m.head_nm.ada_lin):
+        mod.register_forward_hook(lambda mod, inp, out: seen.append(mod))
+    cond = Cond(torch.tensor([1, 2]))
+    generate(m, tok, cond, 2, SamplingConfig(cfg=2.0, cfg_schedule=schedule, top_k=0, top_p=0.0, seed=0))
+    assert len(seen) == 2 * calls
+    with torch.no_grad():  # precomputed modulations give the blocks' own results bit for bit
+        cv, x = m.cond(cond), torch.randn(2, 5, 64)
+        assert torch.equal(m.run_blocks(x, cv, cond, None, None, m.adaln(cv)), m.run_blocks(x, cv, cond))
+        assert torch.equal(m.logits(x, cv, m.head_adaln(cv)), m.logits(x, cv))
+
+
 def test_condition_dropout_only_when_asked():
     m = VARTransformer(named_transformer("tiny")).train()
     x = torch.randn(2, 29, 8)

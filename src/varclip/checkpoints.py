@@ -183,10 +183,7 @@ def transformer_from_official(path_or_sd: str | Path | dict, resolution: int | N
 
 
 def _rebuild_buffers(model: VARTransformer) -> None:
-    lvl = torch.cat([torch.full((p * p,), i) for i, p in enumerate(model.patch_nums)]).view(1, model.L)
-    model.lvl_1L = lvl
-    for b in model.blocks:
-        b.attn.zero_k_bias = torch.zeros(model.C)
+    model.init_buffers()
 
 
 def transformer_to_official(model: VARTransformer) -> dict[str, torch.Tensor]:

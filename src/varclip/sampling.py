@@ -169,6 +169,8 @@ def sample_scales(model: VARTransformer, tokenizer: VQTokenizer, cond: Cond | No
     amp = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     with amp:
         cond_vec = model.cond(both).float()
+        ada = model.adaln(cond_vec)  # AdaLN modulations: once per call (and per row count), not per scale
+    head_ada = model.head_adaln(cond_vec)
     lvl_pos = model.lvl_pos()
     x = model.first_tokens(cond_vec, lvl_pos)
     f_hat = cond_vec.new_zeros(batch, quant.channels, pn[-1], pn[-1])
@@ -181,8 +183,8 @@ def sample_scales(model: VARTransformer, tokenizer: VQTokenizer, cond: Cond | No
     for s, p in enumerate(pn):
         ratio = s / (K - 1) if K > 1 else 1.0
         with amp:
-            h = model.run_blocks(x, cond_vec, both, None, caches)
-        logits = model.logits(h, cond_vec)
+            h = model.run_blocks(x, cond_vec, both, None, caches, ada)
+        logits = model.logits(h, cond_vec, head_ada)
         t = ts[s]
         if rows == 2 * batch:
             logits = (1 + t) * logits[:batch] - t * logits[batch:]
@@ -209,6 +211,9 @@ def sample_scales(model: VARTransformer, tokenizer: VQTokenizer, cond: Cond | No
         if rows == 2 * batch and all(tt == 0 for tt in ts[s + 1:]):  # guidance over: drop the null half
             rows = batch
             cond_vec, both = cond_vec[:batch], cond
+            with amp:
+                ada = model.adaln(cond_vec)
+            head_ada = model.head_adaln(cond_vec)
             for c in caches:
                 c.keep_rows(batch)
         with amp:

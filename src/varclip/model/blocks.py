@@ -59,13 +59,20 @@ class AdaLNBlock(nn.Module):
             self.cross_norm = nn.LayerNorm(dim, eps=norm_eps)
             self.cross = CrossAttention(dim, cross_dim, num_heads)
 
+    def ada(self, cond: torch.Tensor) -> torch.Tensor:
+        """The six modulation vectors (B,1,6,C): gamma1, gamma2, scale1, scale2, shift1, shift2.
+
+        They depend on the condition only, so the sampler computes them once per call and
+        passes them to every scale (`ada=`) instead of re-reading `ada_lin` at each scale.
+        """
+        if self.shared_aln:  # cond is already (B,1,6,C)
+            return self.ada_gss + cond
+        return self.ada_lin(cond).view(-1, 1, 6, self.dim)
+
     def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None,
                 cache: KVCache | None = None, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.shared_aln:  # cond is already (B,1,6,C)
-            gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss + cond).unbind(2)
-        else:
-            gamma1, gamma2, scale1, scale2, shift1, shift2 = self.ada_lin(cond).view(-1, 1, 6, self.dim).unbind(2)
+                context_mask: torch.Tensor | None = None, ada: torch.Tensor | None = None) -> torch.Tensor:
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada(cond) if ada is None else ada).unbind(2)
         h = self.ln_wo_grad(x).mul(scale1.add(1)).add_(shift1)
         x = x + self.drop_path(self.attn(h, mask, cache).mul_(gamma1))
         if self.cross is not None and context is not None:
@@ -83,6 +90,10 @@ class AdaLNHead(nn.Module):
         self.ln_wo_grad = nn.LayerNorm(dim, eps=norm_eps, elementwise_affine=False)
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.ada_lin(cond).view(-1, 1, 2, self.dim).unbind(2)
+    def ada(self, cond: torch.Tensor) -> torch.Tensor:
+        """(scale, shift) as (B,1,2,C); like `AdaLNBlock.ada`, computed once per sampling call."""
+        return self.ada_lin(cond).view(-1, 1, 2, self.dim)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, ada: torch.Tensor | None = None) -> torch.Tensor:
+        scale, shift = (self.ada(cond) if ada is None else ada).unbind(2)
         return self.ln_wo_grad(x).mul(scale.add(1)).add_(shift)
