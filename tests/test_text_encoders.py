@@ -154,3 +154,24 @@ def test_hf_wrong_kind_of_folder(tmp_path: Path, no_network) -> None:
     (tmp_path / "config.json").write_text((tmp_path / "config.json").read_text().replace('"bert"', '"clip_text_model"'))
     msg = _one_line_value_error(f"hf:{tmp_path}")
     assert str(tmp_path) in msg
+
+
+def test_every_registered_kind_follows_the_one_spec_grammar(tmp_path: Path) -> None:
+    """Adding a kind to TEXT_ENCODERS is enough: help, parser and option checks follow from it,
+    and the CLIP scorer reads the same grammar."""
+    from varclip.eval.clip_score import ClipScoreError, load_clip_scorer
+    from varclip.text.encoders import SPEC_HELP, TEXT_ENCODERS
+    for name, kind in TEXT_ENCODERS.items():
+        assert kind.usage in SPEC_HELP and kind.usage.startswith(name)
+        spec = f"{name}:{tmp_path / 'x'}" if kind.path else name
+        assert parse_spec(spec)[:2] == (name, str(tmp_path / "x") if kind.path else "")
+        assert "unknown option" in _one_line_value_error(f"{spec}?nonsense=1")
+        assert ("needs a path" if kind.path else "takes no path") in \
+            _one_line_value_error(name if kind.path else f"{name}:{tmp_path}")
+        for opt in kind.options:  # every option refuses a value of the wrong kind in one line
+            bad = "not-a-number" if opt in ("heads", "maxlen") else "maybe"
+            if opt in ("norm", "heads", "maxlen"):
+                assert opt in _one_line_value_error(f"{spec}?{opt}={bad}")
+        if not kind.path:
+            with pytest.raises(ClipScoreError, match="text-only"):
+                load_clip_scorer(name)

@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import numpy as np
 import torch
@@ -307,34 +306,39 @@ class HFClipScorer(ClipScorer):
         return self.model.text_projection(out.pooler_output)
 
 
+def _clip_scorers() -> dict[str, Any]:
+    """The CLIP kinds a score accepts: the text encoders' spec grammar, kinds with an image tower."""
+    from ..text.encoders import Option, SpecKind, int_option, str_option
+    return {
+        "clip": SpecKind(lambda p, device, **kw: (HFClipScorer(p, device) if p.is_dir()
+                                                   else OpenAIClipScorer(p, device=device, **kw)),
+                         {"act": Option("activation", str_option),
+                          "heads": Option("heads", int_option), "vheads": Option("vheads", int_option)},
+                         "clip:PATH[?act=quickgelu|gelu&heads=N&vheads=N]"),
+        "hf": SpecKind(lambda p, device: HFClipScorer(p, device), {}, "hf:DIR"),
+    }
+
+
 def load_clip_scorer(spec: str, device: str | torch.device = "cpu") -> ClipScorer:
     """A scorer from 'clip:PATH[?opts]', 'hf:DIR' or a bare path (see the module docstring)."""
-    spec = spec.strip()
-    head, _, query = spec.partition("?")
-    kind, sep, path = head.partition(":")
-    if head.strip().lower() == "minilm":
-        kind, sep = "minilm", ":"
-    if not sep or kind.lower() not in ("clip", "hf", "minilm"):
-        kind, path = ("hf" if Path(head).expanduser().is_dir() else "clip"), head
-    kind = kind.lower()
-    if kind == "minilm":
-        raise ClipScoreError("minilm is a text-only encoder: a CLIP score needs a CLIP with an image tower "
+    from ..text.encoders import TEXT_ENCODERS, parse_spec, spec_kwargs
+    kinds = _clip_scorers()
+    head = spec.strip().partition("?")[0]
+    kind = head.partition(":")[0].strip().lower()
+    if kind in TEXT_ENCODERS and kind not in kinds:
+        raise ClipScoreError(f"{kind} is a text-only encoder: a CLIP score needs a CLIP with an image tower "
                              "(clip:PATH or hf:DIR)")
-    opts = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
-    allowed = {"clip": {"act", "heads", "vheads"}, "hf": set()}[kind]
-    unknown = sorted(set(opts) - allowed)
-    if unknown:
-        raise ClipScoreError(f"unknown option(s) {', '.join(unknown)} for a '{kind}' CLIP")
-    for key in ("heads", "vheads"):
-        if key in opts and not opts[key].isdigit():
-            raise ClipScoreError(f"option {key}={opts[key]!r} is not a positive integer")
+    if kind not in kinds or ":" not in head:  # a bare path: a folder is hf:, a file clip:
+        spec = ("hf:" if Path(head).expanduser().is_dir() else "clip:") + spec.strip()
+    kind, path, opts = parse_spec(spec, kinds, ClipScoreError, "CLIP")
     p = Path(path).expanduser()
     if not p.exists():
         raise ClipScoreError(f"CLIP weights not found: {p}")
-    if kind == "hf" or p.is_dir():
-        return HFClipScorer(p, device)
-    return OpenAIClipScorer(p, opts.get("act", "quickgelu"), int(opts["heads"]) if "heads" in opts else None,
-                            int(opts["vheads"]) if "vheads" in opts else None, device)
+    try:
+        kw = spec_kwargs(kinds[kind], opts)
+    except ValueError as e:
+        raise ClipScoreError(str(e)) from None
+    return kinds[kind].build(p, device=device, **kw)
 
 
 # ---------------------------------------------------------------------------- scoring a set

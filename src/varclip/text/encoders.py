@@ -24,6 +24,7 @@ import hashlib
 import json
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -393,56 +394,104 @@ class MiniLMEncoder(HFTextEncoder):
         super().__init__(minilm_model_dir(), normalize=normalize, device=device, kind="minilm")
 
 
-# ---------------------------------------------------------------------------- factory
-
-SPEC_HELP = ("text encoder spec: 'minilm', 'clip:PATH[?variant=varclip|openai&act=gelu|quickgelu&norm=1&heads=N]' "
-             "or 'hf:PATH[?norm=0&maxlen=N]'")
-
-
-def _parse_bool(key: str, value: str) -> bool:
-    try:
-        return parse_bool(value, key)
-    except ConfigError:
-        raise TextEncoderError(f"option {key}={value!r} is not a boolean (use 1/0)") from None
+# ---------------------------------------------------------------------------- registry
+# Specs read 'kind:PATH?a=1&b=2'. A kind is registered once below with its builder, options and
+# usage line; the help text, the parser and the loader follow from the registry. The CLIP
+# scorer (varclip.eval.clip_score) registers its own kinds with the same grammar.
 
 
-def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
-    """Split 'kind:PATH?a=1&b=2' into (kind, path, options)."""
-    spec = spec.strip()
-    head, _, query = spec.partition("?")
-    kind, sep, path = head.partition(":")
+@dataclass(frozen=True)
+class Option:
+    """One `?name=value` option of a spec: the builder keyword it sets and how its text is read."""
+
+    kwarg: str
+    parse: Callable[[str, str], Any]  # (name, text) -> value; raises ValueError with one line
+
+
+@dataclass(frozen=True)
+class SpecKind:
+    """A registered kind: `build(path, device=..., **options)`; `path` False for bundled models."""
+
+    build: Callable[..., Any]
+    options: dict[str, Option]
+    usage: str
+    path: bool = True
+
+
+def bool_option(key: str, value: str) -> bool:
+    from ..config import FALSE_WORDS, TRUE_WORDS
+    if value.strip().lower() not in TRUE_WORDS | FALSE_WORDS:
+        raise TextEncoderError(f"option {key}={value!r} is not a boolean (use 1/0)")
+    return value.strip().lower() in TRUE_WORDS
+
+
+def int_option(key: str, value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise TextEncoderError(f"option {key}={value!r} is not a positive integer")
+    return int(value)
+
+
+def str_option(key: str, value: str) -> str:
+    return value  # checked by the builder
+
+
+def choice_option(*choices: str) -> Callable[[str, str], str]:
+    def parse(key: str, value: str) -> str:
+        if value not in choices:
+            raise TextEncoderError(f"option {key}={value!r}: use one of {', '.join(choices)}")
+        return value
+    return parse
+
+
+TEXT_ENCODERS: dict[str, SpecKind] = {
+    "clip": SpecKind(lambda path, **kw: ClipTextEncoder(path, **kw),
+                     {"variant": Option("variant", choice_option("varclip", "openai")),
+                      "act": Option("activation", str_option),
+                      "norm": Option("normalize", bool_option), "heads": Option("heads", int_option)},
+                     "clip:PATH[?variant=varclip|openai&act=gelu|quickgelu&norm=1&heads=N]"),
+    "minilm": SpecKind(lambda path, **kw: MiniLMEncoder(**kw), {"norm": Option("normalize", bool_option)},
+                       "minilm", path=False),
+    "hf": SpecKind(lambda path, **kw: HFTextEncoder(path, **kw),
+                   {"norm": Option("normalize", bool_option), "maxlen": Option("max_length", int_option)},
+                   "hf:PATH[?norm=0&maxlen=N]"),
+}
+
+
+def spec_help(kinds: dict[str, SpecKind] | None = None) -> str:
+    return " | ".join(k.usage for k in (kinds or TEXT_ENCODERS).values())
+
+
+SPEC_HELP = f"text encoder spec: {spec_help()}"
+
+
+def parse_spec(spec: str, kinds: dict[str, SpecKind] | None = None, error: type[ValueError] = TextEncoderError,
+               what: str = "text encoder") -> tuple[str, str, dict[str, str]]:
+    """Split 'kind:PATH?a=1&b=2' into (kind, path, options), checked against the registry `kinds`."""
+    kinds = TEXT_ENCODERS if kinds is None else kinds
+    head, _, query = spec.strip().partition("?")
+    kind, _, path = head.partition(":")
     kind = kind.strip().lower()
-    if kind not in ("clip", "hf", "minilm"):
-        raise TextEncoderError(f"unknown text encoder {spec!r}; {SPEC_HELP}")
-    if kind == "minilm" and path:
-        raise TextEncoderError(f"'minilm' takes no path (it is bundled): got {spec!r}")
-    if kind in ("clip", "hf") and not path:
-        raise TextEncoderError(f"'{kind}' needs a path: {SPEC_HELP}")
+    usage = f"use {spec_help(kinds)}"
+    if kind not in kinds:
+        raise error(f"unknown {what} {spec!r}; {usage}")
+    if not kinds[kind].path and path:
+        raise error(f"'{kind}' takes no path (it is bundled): got {spec!r}")
+    if kinds[kind].path and not path:
+        raise error(f"'{kind}' needs a path: {usage}")
     options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False)) if query else {}
+    unknown = sorted(set(options) - set(kinds[kind].options))
+    if unknown:
+        raise error(f"unknown option(s) {', '.join(unknown)} for '{kind}' "
+                    f"(allowed: {', '.join(sorted(kinds[kind].options)) or 'none'})")
     return kind, path, options
+
+
+def spec_kwargs(kind: SpecKind, options: dict[str, str]) -> dict[str, Any]:
+    """The builder keywords of parsed `options`."""
+    return {kind.options[k].kwarg: kind.options[k].parse(k, v) for k, v in options.items()}
 
 
 def load_text_encoder(spec: str, device: str | torch.device = "cpu") -> TextEncoder:
     """Build an encoder from a spec string (see ``SPEC_HELP``); errors are one-line ValueErrors."""
     kind, path, opts = parse_spec(spec)
-    allowed = {"clip": {"variant", "act", "norm", "heads"}, "hf": {"norm", "maxlen"}, "minilm": {"norm"}}[kind]
-    unknown = sorted(set(opts) - allowed)
-    if unknown:
-        raise TextEncoderError(f"unknown option(s) {', '.join(unknown)} for '{kind}' (allowed: {', '.join(sorted(allowed))})")
-    if kind == "minilm":
-        return MiniLMEncoder(normalize=_parse_bool("norm", opts.get("norm", "1")), device=device)
-    if kind == "hf":
-        maxlen = opts.get("maxlen")
-        if maxlen is not None and not maxlen.isdigit():
-            raise TextEncoderError(f"option maxlen={maxlen!r} is not a positive integer")
-        return HFTextEncoder(path, normalize=_parse_bool("norm", opts.get("norm", "0")),
-                             max_length=int(maxlen) if maxlen else None, device=device)
-    variant = opts.get("variant", "varclip")
-    if variant not in ("openai", "varclip"):
-        raise TextEncoderError(f"option variant={variant!r}: use 'openai' or 'varclip'")
-    heads = opts.get("heads")
-    if heads is not None and not heads.isdigit():
-        raise TextEncoderError(f"option heads={heads!r} is not a positive integer")
-    return ClipTextEncoder(path, variant=variant, activation=opts.get("act", "gelu"),
-                           normalize=_parse_bool("norm", opts.get("norm", "1")),
-                           heads=int(heads) if heads else None, device=device)
+    return TEXT_ENCODERS[kind].build(path, device=device, **spec_kwargs(TEXT_ENCODERS[kind], opts))
