@@ -299,6 +299,27 @@ class LossConfig:
 
 
 @dataclass
+class HeldoutConfig:
+    """Held-out evaluation of a text generator during training (train/heldout.py): the token loss
+    on `manifest` (captions never trained on) with and without the caption every `every` steps;
+    the best weights by captioned loss go to OUT/best; `patience` evaluations without an
+    improvement of `min_delta` stop the run (0: never)."""
+
+    manifest: str = ""  # "" = off
+    every: int = 0  # steps between evaluations; 0 = off
+    limit: int = 256  # rows used, spread evenly over the manifest
+    batch_size: int = 64
+    patience: int = 0
+    min_delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.limit < 1 or self.batch_size < 1 or self.patience < 0:
+            raise ConfigError("heldout: every and patience must be >= 0, limit and batch_size >= 1")
+        if bool(self.manifest) != bool(self.every):
+            raise ConfigError("heldout: set both manifest and every (or neither)")
+
+
+@dataclass
 class TrainConfig:
     """Everything `varclip train` needs. `batch_size` is the GLOBAL batch of one optimizer step
     (all processes x accumulation), as the official recipes state it: the same config gives the
@@ -323,6 +344,7 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -453,7 +475,7 @@ class TokenizerTrainConfig:
 
 __all__ = [
     "ConfigError", "parse_override", "apply_overrides", "read_yaml", "load_config", "save_config", "OptimConfig", "ScheduleConfig", "LoggingConfig",
-    "CheckpointConfig", "DistConfig", "DataConfig", "ModelConfig", "LossConfig", "TrainConfig",
+    "CheckpointConfig", "DistConfig", "DataConfig", "ModelConfig", "LossConfig", "HeldoutConfig", "TrainConfig",
     "TokenizerOptimConfig", "DiscOptimConfig", "TokenizerDataConfig", "TokenizerModelConfig", "TokenizerLossConfig",
     "DiscConfig", "TokenizerTrainConfig",
 ]

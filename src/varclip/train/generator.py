@@ -40,6 +40,7 @@ from .config import TrainConfig
 from .distributed import (
     DistEnv,
     all_reduce_mean,
+    broadcast_object,
     full_model_state,
     full_optimizer_state,
     load_full_model_state,
@@ -50,6 +51,7 @@ from .distributed import (
 )
 from .ema import EMA
 from .amp import make_grad_scaler, scaler_step, set_tf32
+from .heldout import HeldoutBatch, HeldoutTracker, heldout_losses
 from .losses import Progressive, drop_mask, scale_index, token_loss
 from .optim import LRSchedule, build_optimizer, clip_grad_norm, peak_lr
 from .runner import LoopTrainer, parse_run_args, resolve_config_path, run_trainer, total_steps, train_cli
@@ -131,6 +133,8 @@ class GeneratorTrainer(LoopTrainer):
         self._full_tok = None
         self._eval_model: VARTransformer | None = None
         self._text_memo: dict[str, Any] = {}
+        self.heldout = HeldoutTracker()
+        self._heldout_batches: list[HeldoutBatch] | None = None
 
     # ------------------------------------------------------------------ construction
     def _build_data(self) -> TrainData:
@@ -325,6 +329,7 @@ class GeneratorTrainer(LoopTrainer):
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "data": self._data_state(steps_done),
+            "heldout": self.heldout.state_dict(),
         }
         meta = {"total_steps": self.total, "loss": last_loss, "strategy": self.strategy}
         self.ckpt.save(steps_done, tensors if self.env.is_main else {}, state, meta)
@@ -335,6 +340,7 @@ class GeneratorTrainer(LoopTrainer):
         for g in self.optimizer.param_groups:  # the lr rule of THIS config wins
             g["peak_lr"] = self.peak_lr
         self.schedule.load_state_dict(state["schedule"])
+        self.heldout.load_state_dict(state.get("heldout", {}))
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
@@ -408,8 +414,8 @@ class GeneratorTrainer(LoopTrainer):
         self.log.image("samples", grid, step)
         return path
 
-    def export(self, steps_done: int) -> Path | None:
-        """The native model directory OUT/model (loadable by `varclip generate`)."""
+    def export(self, steps_done: int, name: str = "model") -> Path | None:
+        """The native model directory OUT/<name> (loadable by `varclip generate`)."""
         sd = self._model_state(use_ema=self.cfg.export_ema)
         if not self.env.is_main:
             return None
@@ -419,8 +425,50 @@ class GeneratorTrainer(LoopTrainer):
         tok = self.full_tokenizer()
         lc = self.cfg.logging  # the preview settings become the model's recommended ones
         sampling = {"cfg": lc.sample_cfg, "top_k": lc.sample_top_k, "top_p": lc.sample_top_p}
-        return save_model_dir(self.out / "model", tok, model.eval(), self.text_encoder_spec(),
+        return save_model_dir(self.out / name, tok, model.eval(), self.text_encoder_spec(),
                               extra={**self._export_extra(steps_done), "sampling": sampling})
+
+    # ------------------------------------------------------------------ held-out evaluation
+    def _heldout_data(self) -> list[HeldoutBatch]:
+        """The held-out rows (first `heldout.limit`), tokenized and caption-encoded once."""
+        if self._heldout_batches is None:
+            from ..data.captions import CaptionDataset
+            h, pn = self.cfg.heldout, self.patch_nums
+            ds = CaptionDataset(h.manifest, self.cfg.data.image_size, train=False)
+            if self.text_encoder is None:
+                self.text_encoder = load_frozen_text_encoder(self.text_encoder_spec() or "", self.tcfg.text_dim,
+                                                             self.device)
+            n, tok, self._heldout_batches = min(h.limit, len(ds)), self.full_tokenizer(), []
+            with torch.no_grad():
+                picks = [i * len(ds) // n for i in range(n)]  # spread over the manifest
+                for lo in range(0, n, h.batch_size):
+                    rows = [ds[i] for i in picks[lo:lo + h.batch_size]]
+                    ids = torch.cat(tok.encode(torch.stack([x for x, _ in rows]).to(self.device)), dim=1)
+                    x_in = self.quantizer.teacher_forcing_input(list(ids.split([p * p for p in pn], dim=1)), pn)
+                    cond = self._cond(Batch(ids=ids, captions=[c for _, c in rows]))
+                    self._heldout_batches.append(HeldoutBatch(ids, x_in, cond))
+        return self._heldout_batches
+
+    def should_stop(self, steps_done: int) -> bool:
+        """Every `heldout.every` steps: score the held-out rows, export a new best to OUT/best,
+        and stop after `heldout.patience` evaluations without improvement."""
+        h, tr = self.cfg.heldout, self.heldout
+        if not h.every or steps_done % h.every or steps_done <= tr.last_step or not self.tcfg.is_text:
+            return tr.stopped
+        model = self.eval_model()  # collective under FSDP / EMA
+        if model is not None:
+            m = heldout_losses(model, self._heldout_data(), self.lvl, self._autocast)
+            tr.update(steps_done, m["loss"], h.patience, h.min_delta)
+            self.log.log(steps_done, {f"heldout/{k}": v for k, v in m.items()})
+            self.log.write(f"step {steps_done}: held-out loss {m['loss']:.4f} (null condition {m['loss_null']:.4f}), "
+                           f"best {tr.best:.4f} at step {tr.best_step}")
+        tr.load_state_dict(broadcast_object(tr.state_dict(), self.env))
+        if tr.best_step == steps_done:
+            self.export(steps_done, "best")
+        if tr.stopped:
+            self.log.write(f"early stop at step {steps_done}: no held-out improvement in {h.patience} evaluations; "
+                           f"best weights (step {tr.best_step}) in {self.out / 'best'}")
+        return tr.stopped
 
     # ------------------------------------------------------------------ the loop
     def describe(self, start: int) -> str:

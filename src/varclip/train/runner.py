@@ -67,6 +67,10 @@ class LoopTrainer:
     def step_batch(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
         return self.train_step(batch, step)
 
+    def should_stop(self, steps_done: int) -> bool:
+        """Early stopping: asked before the first step and after each one (before its checkpoint)."""
+        return False
+
     def _data_state(self, steps_done: int) -> dict[str, Any]:
         """Where the data stream stands, for a checkpoint's trainer state."""
         return {"step": steps_done, "steps_per_epoch": self.data.steps_per_epoch,
@@ -174,8 +178,9 @@ class LoopTrainer:
         stream = self.data.stream(start)
         model_dir = None
         bad_run, limit = 0, cfg.optim.max_nonfinite_steps
+        end = start if self.should_stop(start) else self.total
         try:
-            for step in range(start, self.total):
+            for step in range(start, end):
                 local = self.step_batch(next(stream), step)
                 n_log += 1
                 done = step + 1
@@ -200,6 +205,9 @@ class LoopTrainer:
                 else:
                     self.log.progress(1)
                 t_aside = time.perf_counter()  # previews and checkpoints do not count in images/s
+                if self.should_stop(done):
+                    end = done
+                    break
                 if cfg.logging.sample_every and done % cfg.logging.sample_every == 0 and done != self.total:
                     self.preview_grid(done)
                 if cfg.checkpoint.every and done % cfg.checkpoint.every == 0 and done != self.total:
@@ -208,12 +216,12 @@ class LoopTrainer:
                 t_log += time.perf_counter() - t_aside
                 if cfg.step_sleep_s > 0:
                     time.sleep(cfg.step_sleep_s)
-            if last_saved != self.total:
-                self._save(self.total, last_loss)
-            self.preview_grid(self.total)
+            if last_saved != end:
+                self._save(end, last_loss)
+            self.preview_grid(end)
             self.check_finite("the model")
             try:
-                model_dir = self.export(self.total)
+                model_dir = self.export(end)
             except (OSError, SafetensorError) as e:  # ENOSPC and friends: one line
                 raise write_error(e, f"the model in {self.out}") from None
             self.log_skipped_images()
@@ -221,8 +229,8 @@ class LoopTrainer:
             self.log.close()
         if model_dir is not None:
             loss = f" (loss {last_loss:.4g})" if isinstance(last_loss, float) else ""
-            print(f"wrote {model_dir} after {self.total} steps{loss}", flush=True)
-        return self.result_type(self.out, model_dir, self.total, last_loss)
+            print(f"wrote {model_dir} after {end} steps{loss}", flush=True)
+        return self.result_type(self.out, model_dir, end, last_loss)
 
     def _save(self, steps_done: int, last_loss: float | None) -> None:
         self.check_finite(f"checkpoint step {steps_done}")
