@@ -5,7 +5,8 @@ Two checks, because decoding every file up front does not scale to ImageNet:
 * `scan()` (what `check_files` turns on) opens every file's header (no pixel decode, a few
   threads) and DROPS those that cannot be read or are smaller than `min_size` pixels, with one
   summary warning. This catches the usual garbage: empty files, HTML saved as .jpg, tracking
-  pixels, missing files.
+  pixels, missing files. Cost: ~0.2 ms a file, against ~5.5 ms to decode a 256 px JPEG
+  (measured on a busy 2-core machine): minutes for ImageNet, so it can be turned off.
 * What the header does not show (a truncated body) is found when the item is decoded. Then
   `try_item` reports it (what `varclip cache` uses: the row is dropped), while `__getitem__`,
   which must give a training batch its full size, stands in the next usable image. Such files
