@@ -27,11 +27,11 @@ bench: $(STAMP)
 # Reproduce the embedded emoji model from scratch on a CPU (about 2 hours on 2 cores), then
 # install it as src/varclip/assets/emoji (fp16). docs/model_card_emoji.md has the details.
 emoji-model: $(STAMP)
-	$(VENV)/bin/varclip data emoji out/emoji
-	$(VENV)/bin/varclip train-tokenizer configs/tokenizer_emoji_cpu.yaml
-	$(VENV)/bin/varclip cache configs/emoji_cpu.yaml
-	$(VENV)/bin/varclip train configs/emoji_cpu.yaml
-	$(VENV)/bin/varclip convert out/emoji_generator/model src/varclip/assets/emoji --to native --dtype fp16 --force
+	$(VENV)/bin/varclip data emoji out/emoji_openmoji --styles openmoji --variants name,alias
+	$(VENV)/bin/varclip train-tokenizer configs/tokenizer_emoji_cpu.yaml --resume auto
+	$(VENV)/bin/varclip cache configs/emoji_cpu_base.yaml
+	$(VENV)/bin/varclip train configs/emoji_cpu_base.yaml --resume auto
+	$(VENV)/bin/varclip convert out/emoji_base/model src/varclip/assets/emoji --to native --dtype fp16 --force
 
 # Record the exact versions of everything the test environment installs.
 lock: $(STAMP)
