@@ -3,10 +3,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from varclip.checkpoints import (CheckpointError, load_model_dir, read_official, save_model_dir, save_official,
+from varclip.checkpoints import (CheckpointError, CheckpointOptionError, export_official, infer_schedule,
+                                 load_model_dir, read_official, save_model_dir, save_official, schedules_with,
                                  tokenizer_from_official, tokenizer_to_official, transformer_from_official,
                                  transformer_to_official)
 from varclip.cli import main
+from varclip.errors import cli_text
 
 
 def _equal(a: dict, b: dict) -> None:
@@ -71,11 +73,66 @@ def test_wrong_and_corrupt_checkpoints(parity_dir, tmp_path):
         transformer_from_official(sd, patch_nums=(1, 2, 3, 4))
 
 
-def test_schedule_inference_errors(parity_dir):
-    with pytest.raises(CheckpointError, match="matches no known schedule"):
-        transformer_from_official(parity_dir / "c2i-small" / "var.pth")
-    with pytest.raises(CheckpointError, match="give"):
-        transformer_from_official(parity_dir / "c2i-small" / "var.pth", patch_nums=(1, 2, 4))
+def test_schedule_inference(parity_dir):
+    sd = read_official(parity_dir / "c2i-small" / "var.pth")
+    assert transformer_from_official(sd).patch_nums == (1, 2, 3, 4)  # from lvl_1L
+    del sd["lvl_1L"]
+    assert transformer_from_official(sd).patch_nums == (1, 2, 3, 4)  # 4 scales of 30 tokens: the only fit
+    assert schedules_with(130, 6) == [(1, 2, 3, 4, 6, 8)] and schedules_with(13, 3) == []
+    with pytest.raises(CheckpointError, match=r"patch_nums 1,2,4 gives 21 tokens"):
+        transformer_from_official(sd, patch_nums=(1, 2, 4))
+
+
+def _counts(tokens: int, scales: int) -> dict:
+    return {"pos_1LC": torch.zeros(1, tokens, 1), "lvl_embed.weight": torch.zeros(scales, 1)}
+
+
+def test_schedule_inference_refuses_and_names_the_option_as_the_caller_knows_it():
+    with pytest.raises(CheckpointOptionError) as e:  # 680 tokens in 10 scales: the 256 px schedule and others
+        infer_schedule(_counts(680, 10))
+    assert "fit several schedules (1,2,3,4,5,6,8,10,13,16 or" in str(e.value)
+    assert "patch_nums=(1, 2, ...)" in str(e.value) and "--patch-nums" not in str(e.value)
+    assert "--patch-nums 1,2,..." in cli_text(e.value) and "patch_nums=" not in cli_text(e.value)
+    with pytest.raises(CheckpointOptionError, match="no schedule of increasing sides from 1 fits"):
+        infer_schedule(_counts(13, 3))
+
+
+def _state(module: torch.nn.Module) -> dict:
+    return {k: v.float() for k, v in module.state_dict().items()}
+
+
+def test_embedded_model_survives_native_official_native(tmp_path):
+    """Settings the official layout has no place for (GroupNorm groups, text_norm, the text
+    encoder, sampling and training records) travel in sidecars beside the .pth files."""
+    import json
+
+    from varclip.embedded import embedded_model_dir
+    src = embedded_model_dir()
+    off, back = tmp_path / "official", tmp_path / "back"
+    assert main(["convert", str(src), str(off)]) == 0
+    assert sorted(p.name for p in off.iterdir()) == ["vae.pth", "vae.varclip.json", "var.pth", "var.varclip.json"]
+    assert main(["convert", str(off / "var.pth"), str(back), "--vae", str(off / "vae.pth")]) == 0
+    assert json.loads((back / "config.json").read_text()) == json.loads((src / "config.json").read_text())
+    tok_a, model_a, _ = load_model_dir(src)
+    tok_b, model_b, _ = load_model_dir(back)
+    _equal(_state(model_a), _state(model_b))
+    _equal(_state(tok_a), _state(tok_b))
+    # without the sidecar the official defaults apply: the loss the sidecar prevents
+    (off / "vae.varclip.json").unlink()
+    assert tokenizer_from_official(off / "vae.pth").cfg.norm_groups == 32 != tok_a.cfg.norm_groups
+
+
+def test_a_sidecar_of_other_weights_is_refused(tiny_pipeline, tmp_path):
+    export_official(tmp_path, tiny_pipeline.tokenizer, tiny_pipeline.transformer)
+    assert transformer_from_official(tmp_path / "var.pth").cfg == tiny_pipeline.transformer.cfg
+    sd = read_official(tmp_path / "var.pth")
+    sd["head.bias"] = sd["head.bias"] + 1
+    torch.save(sd, tmp_path / "var.pth")  # replaced behind the sidecar's back
+    with pytest.raises(CheckpointError, match="var.varclip.json was written for other weights"):
+        transformer_from_official(tmp_path / "var.pth")
+    save_official(sd, tmp_path / "var.pth")  # our writer drops the stale sidecar
+    assert not (tmp_path / "var.varclip.json").exists()
+    assert transformer_from_official(tmp_path / "var.pth").patch_nums == tiny_pipeline.transformer.patch_nums
 
 
 def test_export_writes_official_buffers(tiny_pipeline, tmp_path):

@@ -57,10 +57,11 @@ def test_generate_bad_input_is_one_line_exit_2(tiny_dir, tmp_path, args, needle)
 def test_missing_and_mismatched_files(tiny_dir, parity_dir, tmp_path):
     r = _run("generate", "--model", str(tmp_path / "missing.pth"), "--vae", "x", "--class", "1")
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
-    # an official transformer without a schedule that its token count identifies
+    # an official transformer with a schedule that does not fit its token count: the flag is named as the CLI knows it
     r = _run("generate", "--model", str(parity_dir / "c2i-small" / "var.pth"), "--vae", str(tiny_dir),
-             "--class", "1", "--out", str(tmp_path / "y.png"))
-    assert r.returncode == 2 and "no known schedule" in r.stderr and "Traceback" not in r.stderr, r.stderr
+             "--patch-nums", "1,2,4", "--class", "1", "--out", str(tmp_path / "y.png"))
+    assert r.returncode == 2 and "--patch-nums 1,2,4 gives 21 tokens" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "patch_nums" not in r.stderr
     # a VQVAE whose codebook does not fit the transformer (vocab 32 vs 64)
     from varclip.config import TokenizerConfig
     from varclip.tokenizer import VQTokenizer

@@ -8,12 +8,20 @@ Native model directory:
                                "transformer": {...} | null, "text_encoder": "spec" | null}
     tokenizer.safetensors
     transformer.safetensors   (absent for a tokenizer-only directory)
+
+Official files we export get a sidecar beside them (`var.pth` -> `var.varclip.json`): the exact
+config and the records that the official layout has no place for (GroupNorm groups, text_norm,
+the text encoder, sampling and training records). Loading an official file reads its sidecar back,
+so native -> official -> native gives the same model; without one, what the tensors cannot tell
+takes the official defaults.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import SCHEDULES, TokenizerConfig, TransformerConfig, from_dict, to_dict, tokens_in
+from .errors import OptionError
 from .model.transformer import VARTransformer
 from .tokenizer import VQTokenizer
 
@@ -29,6 +38,14 @@ FORMAT, VERSION = "varclip", 1
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message is one line naming the problem."""
+
+
+class CheckpointOptionError(CheckpointError, OptionError):
+    """A checkpoint that needs an argument from the caller (named as Python or the CLI knows it)."""
+
+
+def _schedule_error(template: str) -> CheckpointOptionError:
+    return CheckpointOptionError(template, "patch_nums=(1, 2, ...)", "--patch-nums 1,2,...")
 
 
 # ---------------------------------------------------------------------------- reading files
@@ -95,10 +112,13 @@ def _tokenizer_config(sd: dict[str, torch.Tensor], patch_nums: tuple[int, ...] |
                            quant_conv_ks=sd["quant_conv.weight"].shape[-1], patch_nums=tuple(patch_nums))
 
 
-def tokenizer_from_official(path_or_sd: str | Path | dict, patch_nums: tuple[int, ...] | None = None
-                            ) -> VQTokenizer:
-    sd = read_official(path_or_sd) if not isinstance(path_or_sd, dict) else path_or_sd
+def tokenizer_from_official(path_or_sd: str | Path | dict, patch_nums: tuple[int, ...] | None = None,
+                            record: dict[str, Any] | None = None) -> VQTokenizer:
+    """A VQVAE from an official file (and its sidecar, if any) or a state dict (and `record`)."""
+    sd, record = _official_input(path_or_sd, record)
     cfg = tokenizer_config_from_state(sd, patch_nums)
+    if record.get("tokenizer"):
+        cfg = _recorded_config(TokenizerConfig, record, "tokenizer", patch_nums)
     tok = VQTokenizer(cfg)
     sd = dict(sd)
     ema = sd.get("quantize.ema_vocab_hit_SV")
@@ -115,6 +135,134 @@ def _host(t: torch.Tensor) -> torch.Tensor:
 
 def tokenizer_to_official(tok: VQTokenizer) -> dict[str, torch.Tensor]:
     return {k: _host(v) for k, v in tok.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------- scale schedules
+
+_SEARCH_BUDGET = 100_000  # partial schedules tried before the search counts as inconclusive
+
+
+def schedules_with(tokens: int, scales: int, limit: int = 2) -> list[tuple[int, ...]] | None:
+    """Up to `limit` schedules of `scales` strictly increasing sides, the first 1, whose squares sum
+    to `tokens`; None when the search ran past its budget (too many to tell)."""
+    found: list[tuple[int, ...]] = []
+    budget = [_SEARCH_BUDGET]
+
+    def least(lo: int, k: int) -> int:  # smallest square sum of k increasing sides from lo
+        return sum((lo + i) ** 2 for i in range(k))
+
+    def most(rem: int, k: int) -> int:  # largest square sum of k increasing sides, none over sqrt(rem)
+        top = math.isqrt(rem)
+        return sum((top - i) ** 2 for i in range(k)) if top >= k else -1
+
+    def search(prefix: list[int], rem: int, k: int) -> bool:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return False
+        if k == 0:
+            if rem == 0:
+                found.append(tuple(prefix))
+            return len(found) < limit
+        side = prefix[-1] + 1
+        while side * side + least(side + 1, k - 1) <= rem:
+            if most(rem - side * side, k - 1) >= rem - side * side:
+                if not search(prefix + [side], rem - side * side, k - 1):
+                    return False
+            side += 1
+        return True
+
+    if tokens >= 1 and scales >= 1:
+        complete = search([1], tokens - 1, scales - 1)
+        if not complete and len(found) < limit:
+            return None
+    return found
+
+
+def infer_schedule(sd: dict[str, torch.Tensor]) -> tuple[int, ...]:
+    """The scale schedule of an official transformer state dict, by this rule:
+    1. `lvl_1L` (every official VAR and VAR-CLIP file has it) gives each token's scale: side k is
+       the square root of the number of tokens of scale k.
+    2. Without it, from L (pos_1LC) and the number of scales n (rows of lvl_embed): the one
+       schedule of n strictly increasing sides, the first 1, whose squares sum to L; e.g. 6 scales
+       of 130 tokens can only be 1,2,3,4,6,8. None or several (the 256 px count of 680 tokens in
+       10 scales fits several): an error asking for the schedule."""
+    lvl = sd.get("lvl_1L")
+    if lvl is not None and lvl.numel() and not lvl.is_floating_point():
+        counts = torch.bincount(lvl.flatten().long().cpu()).tolist()
+        sides = tuple(math.isqrt(c) for c in counts)
+        if all(s > 0 and s * s == c for s, c in zip(sides, counts)) and list(sides) == sorted(set(sides)):
+            return sides
+    L, n = sd["pos_1LC"].shape[1], sd["lvl_embed.weight"].shape[0]
+    found = schedules_with(L, n)
+    if found is not None and len(found) == 1:
+        return found[0]
+    if not found:
+        why = "too many schedules to tell" if found is None else "no schedule of increasing sides from 1 fits"
+        raise _schedule_error(f"the checkpoint has {L} tokens in {n} scales: {why}; pass the schedule as {{option}}")
+    shown = " or ".join(",".join(map(str, s)) for s in found)
+    raise _schedule_error(f"the checkpoint's {L} tokens in {n} scales fit several schedules ({shown}, ...); "
+                          "pass the schedule as {option}")
+
+
+# ---------------------------------------------------------------------------- sidecars
+
+SIDECAR_FORMAT = "varclip-sidecar"
+_SIDECAR_OWN = ("format", "version", "file", "sha256", "tokenizer", "transformer")
+
+
+def sidecar_path(pth: str | Path) -> Path:
+    """`var.pth` -> `var.varclip.json`."""
+    pth = Path(pth)
+    return pth.with_name(pth.stem + ".varclip.json")
+
+
+def write_sidecar(pth: Path, part: str, cfg: TokenizerConfig | TransformerConfig, extra: dict[str, Any]) -> Path:
+    """The sidecar of `pth` (written first): its exact `part` config, `extra` records and checksum."""
+    from .weights import file_digest
+    record = {"format": SIDECAR_FORMAT, "version": VERSION, "file": pth.name, "sha256": file_digest(pth),
+              part: to_dict(cfg), **extra}
+    text = json.dumps(record, indent=1) + "\n"
+    side = sidecar_path(pth)
+    _atomic_write(side, lambda tmp: Path(tmp).write_text(text))
+    return side
+
+
+def read_sidecar(pth: str | Path) -> dict[str, Any]:
+    """The sidecar of an official file, {} when it has none. One written for other weights (its
+    checksum differs) is refused: its settings would silently apply to the wrong model."""
+    pth, side = Path(pth), sidecar_path(pth)
+    if not side.is_file():
+        return {}
+    from .weights import file_digest
+    try:
+        record = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{side}: invalid JSON ({type(e).__name__})") from None
+    if not isinstance(record, dict) or record.get("format") != SIDECAR_FORMAT:
+        raise CheckpointError(f"{side}: not a varclip sidecar (format {record.get('format') if isinstance(record, dict) else None!r})")
+    if record.get("sha256") != file_digest(pth):
+        raise CheckpointError(f"{side} was written for other weights than {pth.name} (checksum differs); "
+                              "delete it or convert the model again")
+    return record
+
+
+def sidecar_extras(record: dict[str, Any]) -> dict[str, Any]:
+    """The records a sidecar carries beyond the config (text_encoder, sampling, training)."""
+    return {k: v for k, v in record.items() if k not in _SIDECAR_OWN}
+
+
+def _official_input(path_or_sd: str | Path | dict, record: dict[str, Any] | None
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if isinstance(path_or_sd, dict):
+        return path_or_sd, record or {}
+    sd = read_official(path_or_sd)
+    return sd, record if record is not None else read_sidecar(path_or_sd)
+
+
+def _recorded_config(cls: type, record: dict[str, Any], part: str, patch_nums: tuple[int, ...] | None) -> Any:
+    """The sidecar's config of `part`, at `patch_nums` when the caller gave a schedule."""
+    cfg = from_dict(cls, record[part], f"sidecar {record.get('file', '')}: {part}")
+    return replace(cfg, patch_nums=tuple(patch_nums)) if patch_nums else cfg
 
 
 # ---------------------------------------------------------------------------- transformer
@@ -142,15 +290,13 @@ def _transformer_config(sd: dict[str, torch.Tensor], resolution: int | None,
     if patch_nums is None and resolution is not None:
         patch_nums = SCHEDULES.get(resolution)
         if patch_nums is None:
-            raise CheckpointError(f"no official schedule for resolution {resolution}; pass patch_nums")
+            raise _schedule_error(f"no official schedule for resolution {resolution} (known: {sorted(SCHEDULES)}); "
+                                  "pass the schedule as {option}")
     if patch_nums is None:
-        matches = [s for s in SCHEDULES.values() if tokens_in(s) == L]
-        if not matches:
-            raise CheckpointError(f"the checkpoint has L={L} tokens, which matches no known schedule; pass patch_nums")
-        patch_nums = matches[0]
+        patch_nums = infer_schedule(sd)
     if tokens_in(tuple(patch_nums)) != L:
-        raise CheckpointError(f"patch_nums {tuple(patch_nums)} give {tokens_in(tuple(patch_nums))} tokens but the "
-                              f"checkpoint has L={L}")
+        raise CheckpointOptionError(f"{{option}} {','.join(map(str, patch_nums))} gives {tokens_in(tuple(patch_nums))} "
+                                    f"tokens but the checkpoint has L={L}", "patch_nums", "--patch-nums")
     l2 = "blocks.0.attn.scale_mul_1H11" in sd
     heads = sd["blocks.0.attn.scale_mul_1H11"].shape[1] if l2 else max(1, C // 64)
     text_dim = sd["cond_proj.weight"].shape[1] if "cond_proj.weight" in sd else 0
@@ -163,9 +309,14 @@ def _transformer_config(sd: dict[str, torch.Tensor], resolution: int | None,
 
 
 def transformer_from_official(path_or_sd: str | Path | dict, resolution: int | None = None,
-                              patch_nums: tuple[int, ...] | None = None) -> VARTransformer:
-    sd = read_official(path_or_sd) if not isinstance(path_or_sd, dict) else path_or_sd
+                              patch_nums: tuple[int, ...] | None = None, record: dict[str, Any] | None = None
+                              ) -> VARTransformer:
+    """A transformer from an official file (and its sidecar, if any) or a state dict (and `record`)."""
+    sd, record = _official_input(path_or_sd, record)
     cfg = transformer_config_from_state(sd, resolution, patch_nums)
+    if record.get("transformer"):
+        cfg = _recorded_config(TransformerConfig, record, "transformer", cfg.patch_nums if patch_nums or resolution
+                               else None)
     with torch.device("meta"):
         model = VARTransformer(cfg)
     model = model.to_empty(device="cpu")
@@ -379,6 +530,28 @@ def load_transformer(path: str | Path, resolution: int | None = None) -> VARTran
 
 
 def save_official(sd: dict[str, torch.Tensor], path: str | Path, wrap_varclip: bool = False) -> None:
+    """Write an official .pth (VAR-CLIP's wrapper with `wrap_varclip`); a sidecar of the file it
+    replaces is removed, as it describes other weights."""
     path = Path(path)
     obj: Any = {"trainer": {"var_wo_ddp": sd}} if wrap_varclip else sd
+    sidecar_path(path).unlink(missing_ok=True)
     _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def export_official(dst: str | Path, tokenizer: VQTokenizer | None, transformer: VARTransformer | None,
+                    text_encoder: str | None = None, extra: dict[str, Any] | None = None) -> list[Path]:
+    """native -> official: `vae.pth` and `var.pth` (VAR-CLIP's wrapper for text models), each with
+    its sidecar; the text encoder and the `extra` records go with the transformer (else the
+    tokenizer). Returns the files written."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    records = {"text_encoder": text_encoder, **(extra or {})} if transformer is not None else dict(extra or {})
+    written: list[Path] = []
+    if tokenizer is not None:
+        save_official(tokenizer_to_official(tokenizer), dst / "vae.pth")
+        side = write_sidecar(dst / "vae.pth", "tokenizer", tokenizer.cfg, {} if transformer is not None else records)
+        written += [dst / "vae.pth", side]
+    if transformer is not None:
+        save_official(transformer_to_official(transformer), dst / "var.pth", wrap_varclip=transformer.cfg.is_text)
+        written += [dst / "var.pth", write_sidecar(dst / "var.pth", "transformer", transformer.cfg, records)]
+    return written

@@ -164,9 +164,9 @@ def _progress(total: int, quiet: bool):
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .checkpoints import (CheckpointError, check_compatible, extra_fields, kind_of, load_model_dir, read_official,
-                              save_model_dir, save_official, tokenizer_from_official, tokenizer_to_official,
-                              transformer_from_official, transformer_to_official)
+    from .checkpoints import (CheckpointError, check_compatible, export_official, extra_fields, kind_of, load_model_dir,
+                              load_tokenizer, read_official, read_sidecar, save_model_dir, sidecar_extras,
+                              tokenizer_from_official, transformer_from_official)
     src, dst = Path(args.src), Path(args.dst)
     if not src.exists():
         raise CheckpointError(f"not found: {src}")
@@ -182,25 +182,26 @@ def cmd_convert(args: argparse.Namespace) -> int:
         return 0
     if args.dtype != "fp32":
         raise CheckpointError("--dtype applies to native output (--to native)")
-    if src.is_dir():  # native -> official
-        tok, model, _ = load_model_dir(src)
-        dst.mkdir(parents=True, exist_ok=True)
-        if tok is not None:
-            save_official(tokenizer_to_official(tok), dst / "vae.pth")
-        if model is not None:
-            save_official(transformer_to_official(model), dst / "var.pth", wrap_varclip=model.cfg.is_text)
-        print(f"wrote official checkpoints to {dst}")
+    if src.is_dir():  # native -> official, with sidecars for what the official layout cannot hold
+        tok, model, cfg = load_model_dir(src)
+        export_official(dst, tok, model, cfg.get("text_encoder"), extra_fields(cfg))
+        print(f"wrote official checkpoints to {dst} (with .varclip.json sidecars: keep them beside the .pth files)")
         return 0
-    sd = read_official(src)
+    sd, record = read_official(src), read_sidecar(src)
+    extras = sidecar_extras(record)
     if kind_of(sd) == "tokenizer":
-        save_model_dir(dst, tokenizer=tokenizer_from_official(sd))
+        save_model_dir(dst, tokenizer=tokenizer_from_official(sd, args.patch_nums, record), extra=extras)
     else:
-        model = transformer_from_official(sd, args.resolution, args.patch_nums)
-        tok = tokenizer_from_official(args.vae, model.patch_nums) if args.vae else None
-        if tok is None:
+        model = transformer_from_official(sd, args.resolution, args.patch_nums, record)
+        if not args.vae:
             raise CheckpointError("converting a transformer needs its VQVAE too (--vae PATH)")
+        if not Path(args.vae).exists():
+            raise CheckpointError(f"VQVAE not found: {args.vae}")
+        tok = load_tokenizer(args.vae, model.patch_nums)
         check_compatible(tok, model)
-        save_model_dir(dst, tokenizer=tok, transformer=model, text_encoder=args.text_encoder)
+        spec = extras.pop("text_encoder", None)
+        spec = args.text_encoder or spec
+        save_model_dir(dst, tokenizer=tok, transformer=model, text_encoder=spec, extra=extras)
     print(f"wrote native model directory {dst}")
     return 0
 

@@ -12,10 +12,28 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, N
                                                  IsADirectoryError, PermissionError)
 
 
+class OptionError(ValueError):
+    """Bad input whose fix is an argument the caller passes: the message names it as Python
+    knows it (`patch_nums=`), and `cli_message` as the command line does (`--patch-nums`)."""
+
+    def __init__(self, template: str, python: str, cli: str):
+        self.template, self.python, self.cli = template, python, cli
+        super().__init__(template.replace("{option}", python))
+
+    @property
+    def cli_message(self) -> str:
+        return self.template.replace("{option}", self.cli)
+
+
+def cli_text(err: BaseException) -> str:
+    """The first line of an error as a command-line user should read it."""
+    text = err.cli_message if isinstance(err, OptionError) else str(err)
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def report_error(prog: str, err: BaseException) -> int:
     """Print `PROG: error: <first line of err>` on stderr; returns the exit status 2."""
-    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-    print(f"{prog}: error: {msg}", file=sys.stderr)
+    print(f"{prog}: error: {cli_text(err)}", file=sys.stderr)
     return 2
 
 
@@ -31,4 +49,4 @@ def run_cli(fn: Callable[[Any], int | None], arg: Any, prog: str,
         return 130
 
 
-__all__ = ["USER_ERRORS", "report_error", "run_cli"]
+__all__ = ["USER_ERRORS", "OptionError", "cli_text", "report_error", "run_cli"]
