@@ -107,7 +107,6 @@ class TokenizerTrainer(LoopTrainer):
         self.out = Path(cfg.out_dir)
         seed_everything(cfg.seed)  # same initial weights on every rank
         self.tok = build_tokenizer(cfg.tokenizer).to(self.device).train()
-        self.patch_nums = tuple(self.tok.patch_nums)
         self.image_size = cfg.data.image_size or self.tok.cfg.image_size
         try:
             self.tok.cfg.check_image_size(self.image_size)
@@ -137,7 +136,7 @@ class TokenizerTrainer(LoopTrainer):
         self.schedule_d = LRSchedule.from_config(cfg.schedule, self.total)
         self.autocast_dtype = AUTOCAST[cfg.precision]
         self.ckpt = CheckpointManager(self.out / "checkpoints", cfg.checkpoint.keep_last, env)
-        V, K = self.tok.cfg.vocab_size, len(self.patch_nums)
+        V, K = self.tok.cfg.vocab_size, len(self.tok.patch_nums)
         self.hits = torch.zeros(K, V, device=self.device)  # code hits since the last metrics record
         self.reseeded = 0
         self.preview: torch.Tensor | None = None
@@ -248,7 +247,7 @@ class TokenizerTrainer(LoopTrainer):
         dead: list[int] = []
         if env.is_main:
             f = self.tok.latent(x).float()
-            residuals = quantizer_residuals(q, f, self.patch_nums, L.reseed_source)
+            residuals = quantizer_residuals(q, f, self.tok.patch_nums, L.reseed_source)
             gen = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step, 0x5EED))
             dead = reseed_dead_codes(q, residuals.cpu(), L.reseed_threshold, gen).tolist()
         dead = broadcast_object(dead, env)
@@ -372,7 +371,7 @@ class TokenizerTrainer(LoopTrainer):
     def describe(self, start: int) -> str:
         cfg = self.cfg
         return (f"training the tokenizer {self.total} steps from step {start}: global batch {cfg.batch_size} "
-                f"({self.env.world_size} process(es)), {self.image_size} px, scales {list(self.patch_nums)}, "
+                f"({self.env.world_size} process(es)), {self.image_size} px, scales {list(self.tok.patch_nums)}, "
                 f"{cfg.precision}, perceptual {'on' if self.perceptual is not None else 'off'}, "
                 f"GAN from step {cfg.disc.start if self.disc is not None else 'never'}, lr {self.peak_lr:.3g}")
 
