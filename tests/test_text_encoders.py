@@ -17,6 +17,7 @@ from varclip.text.encoders import (
     load_text_encoder,
     parse_spec,
 )
+from varclip.text.normalize import spell_emoji
 
 PARITY = Path(__file__).resolve().parents[1] / ".." / "shared" / "parity"
 CLIP_PTH = PARITY / "clip-text-small" / "clip.pth"
@@ -117,6 +118,17 @@ def test_minilm_truncation_warns(minilm, no_network) -> None:
     with pytest.warns(PromptTruncatedWarning, match=r"prompt truncated: \d+ tokens dropped"):
         out = minilm.encode(["cat " * 300])
     assert out.pooled.shape == (1, 384)
+
+
+def test_minilm_reads_emoji_by_name(minilm, no_network) -> None:
+    """Its word-piece vocabulary maps every emoji to [UNK]: without spelling them out, an apple
+    and a rocket had cosine 1.000."""
+    out = minilm.encode(["\N{RED APPLE}", "\N{ROCKET}", "red apple", "a \N{ROCKET} over the moon"]).pooled
+    assert out[0] @ out[1] < 0.6
+    torch.testing.assert_close(out[0], out[2])  # read as its name
+    assert minilm.identity.endswith(":emoji=names")  # embeddings cached before the change are not reused
+    assert spell_emoji("a \N{ROCKET} over  the moon\N{THUMBS UP SIGN}") == "a rocket over the moon thumbs up"
+    assert spell_emoji("caf\u00e9 \u732b") == "caf\u00e9 \u732b"  # text without emoji is left alone
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ from ..config import ConfigError, parse_bool
 from ..weights import file_digest
 from .bpe import ClipTokenizer
 from .clip import ACTIVATIONS, ClipLoadError, ClipTextTower, load_clip_text_tower
+from .normalize import spell_emoji
 
 
 class TextEncoderError(ValueError):
@@ -271,7 +272,10 @@ class HFTextEncoder(TextEncoder):
         self.model.to(self.device).eval().requires_grad_(False)
         self.hf_tokenizer, self.clip_tokenizer = self._load_tokenizer(path)
         self.max_length = max_length or self._default_max_length(path)
-        self.identity = f"{kind}:{fingerprint(path)}:norm={int(normalize)}:maxlen={self.max_length}"
+        # CLIP's byte-level BPE reads emoji; word-piece vocabularies read them by name (text.normalize)
+        self.spell_emoji = not self.is_clip
+        self.identity = (f"{kind}:{fingerprint(path)}:norm={int(normalize)}:maxlen={self.max_length}"
+                         + (":emoji=names" if self.spell_emoji else ""))
 
     def _load_model(self, path: Path, model_type: str) -> tuple[torch.nn.Module, int]:
         with quiet_transformers():
@@ -349,6 +353,8 @@ class HFTextEncoder(TextEncoder):
         return ids, mask
 
     def _encode(self, texts: list[str]) -> TextEmbedding:
+        if self.spell_emoji:
+            texts = [spell_emoji(t) for t in texts]
         ids, mask = self._tokenize(texts)
         ids, mask_d = ids.to(self.device), mask.to(self.device)
         if self.is_clip:
