@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from .fonts import label_font
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -16,51 +18,35 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font) -> list[str]:
-    lines, cur = [], ""
-    for word in text.split():
-        trial = f"{cur} {word}".strip()
-        if draw.textlength(trial, font=font) <= width or not cur:
-            cur = trial
-        else:
-            lines.append(cur)
-            cur = word
-    return lines + ([cur] if cur else [])
+MAX_LABEL_LINES = 3  # a caption or title longer than this is cut with an ellipsis
 
 
 def make_grid(images: Sequence[Image.Image], ncol: int | None = None, captions: Sequence[str] | None = None,
               title: str | None = None, scale: int = 1, pad: int = 4) -> Image.Image:
-    """Images in rows of `ncol`, each optionally with a caption below, and an optional title."""
+    """Images in rows of `ncol`, each optionally with a caption below, and an optional title
+    (each cut to MAX_LABEL_LINES lines)."""
     if not images:
         raise ValueError("no images to put in a grid")
     n = len(images)
     ncol = ncol or min(n, 8)
     nrow = (n + ncol - 1) // ncol
     w, h = images[0].width * scale, images[0].height * scale
-    font = _font(max(10, min(14, w // 8)))
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    cap_lines = [(_wrap(c, w, probe, font) if captions else []) for c in (captions or [""] * n)]
-    line_h = 14 if captions else 0
+    font = label_font(max(10, min(14, w // 8)))
+    cap_lines = [font.wrap(str(c), w, MAX_LABEL_LINES) for c in captions] if captions else [[]] * n
+    line_h = font.line_height
     cap_h = max((len(c) for c in cap_lines), default=0) * line_h
-    title_lines = _wrap(title, ncol * (w + pad), probe, font) if title else []
-    top = len(title_lines) * 16 + (pad if title else 0)
+    title_lines = font.wrap(title, ncol * (w + pad), MAX_LABEL_LINES) if title else []
+    top = len(title_lines) * line_h + (pad if title else 0)
     grid = Image.new("RGB", (ncol * (w + pad) + pad, top + nrow * (h + cap_h + pad) + pad), "white")
     draw = ImageDraw.Draw(grid)
     for i, line in enumerate(title_lines):
-        draw.text((pad, pad + i * 16), line, fill="black", font=font)
+        font.draw(draw, (pad, pad + i * line_h), line)
     for i, img in enumerate(images):
         r, c = divmod(i, ncol)
         x, y = pad + c * (w + pad), top + pad + r * (h + cap_h + pad)
         grid.paste(img.resize((w, h), Image.NEAREST) if scale != 1 else img, (x, y))
-        for j, line in enumerate(cap_lines[i]):
-            draw.text((x, y + h + j * line_h), line, fill="black", font=font)
+        for j, line in enumerate(cap_lines[i] if i < len(cap_lines) else []):
+            font.draw(draw, (x, y + h + j * line_h), line)
     return grid
 
 
