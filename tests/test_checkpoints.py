@@ -152,3 +152,37 @@ def test_half_precision_native_copy(tiny_pipeline, tmp_path):
     tok, model, _ = load_model_dir(tmp_path / "h")
     assert model.head.weight.dtype == torch.float32
     assert torch.allclose(model.head.weight, tiny_pipeline.transformer.head.weight, atol=1e-3)
+
+
+def test_the_embedded_model_from_its_official_files_draws_the_same_images(tmp_path):
+    """from_pretrained reads the sidecars back: same weights, sampling record and pictures."""
+    from varclip.embedded import embedded_model_dir
+    from varclip.pipeline import VARPipeline
+    native = VARPipeline.from_pretrained(embedded_model_dir())
+    export_official(tmp_path, native.tokenizer, native.transformer, native.text_encoder_spec, {"sampling": native.sampling})
+    official = VARPipeline.from_pretrained(tmp_path / "var.pth", vae=tmp_path / "vae.pth")
+    assert official.sampling == native.sampling and official.text_encoder_spec == native.text_encoder_spec
+    assert official.transformer.cfg == native.transformer.cfg and official.tokenizer.cfg == native.tokenizer.cfg
+    a = native("red apple", num_images_per_prompt=2, seed=3).images
+    b = official("red apple", num_images_per_prompt=2, seed=3).images
+    assert [im.tobytes() for im in a] == [im.tobytes() for im in b]
+
+
+@pytest.mark.parametrize("path", ["/nonexistent", "some-org/some-model"])
+def test_a_missing_model_is_not_found_and_python_errors_name_python_arguments(path, parity_dir):
+    from varclip.pipeline import VARPipeline
+    with pytest.raises(CheckpointError, match="model not found: .*local files only"):
+        VARPipeline.from_pretrained(path)
+    with pytest.raises(CheckpointOptionError) as e:
+        VARPipeline.from_pretrained(parity_dir / "c2i-small" / "var.pth")
+    assert "pass vae=PATH" in str(e.value) and "--vae" not in str(e.value)
+    assert "pass --vae PATH" in cli_text(e.value)
+
+
+def test_the_command_line_names_its_flags(parity_dir, tmp_path, capsys):
+    assert main(["generate", "--model", str(parity_dir / "c2i-small" / "var.pth"), "--class", "1", "--quiet",
+                 "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "pass --vae PATH" in err and "vae=" not in err
+    assert main(["generate", "--model", "some-org/some-model", "--class", "1"]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoints import (CheckpointError, check_compatible, load_model_dir, load_tokenizer, save_model_dir,
-                          transformer_from_official)
+from .checkpoints import (CheckpointError, CheckpointOptionError, check_compatible, load_model_dir, load_tokenizer,
+                          read_sidecar, save_model_dir, sidecar_extras, sidecar_path, transformer_from_official)
 from .config import INTERACTIVE_SAMPLING, ConfigError, SamplingConfig, recommended_sampling
 from .grid import to_pil
 from .model import Cond, VARTransformer
@@ -64,8 +64,12 @@ class VARPipeline:
     def from_pretrained(cls, path: str | Path, vae: str | Path | None = None, text_encoder: str | Any = None,
                         resolution: int | None = None, patch_nums: tuple[int, ...] | None = None, device: str | torch.device = "cpu",
                         dtype: str | torch.dtype | None = None) -> "VARPipeline":
-        """A native model directory, or an official transformer .pth plus its VQVAE (`vae`)."""
+        """A native model directory, or an official transformer .pth plus its VQVAE (`vae`), with
+        their sidecars if any (see `checkpoints`). Local files only: a hub id is "not found"."""
         path = Path(path)
+        if not path.exists():
+            raise CheckpointError(f"model not found: {path} (a native model directory or an official .pth; "
+                                  "varclip reads local files only)")
         if path.is_dir():
             tok, model, cfg = load_model_dir(path)
             if model is None:
@@ -73,7 +77,8 @@ class VARPipeline:
             if vae is not None:
                 tok = load_tokenizer(vae, model.patch_nums)
             if tok is None:
-                raise CheckpointError(f"{path}: the model directory has no tokenizer; pass vae=PATH")
+                raise CheckpointOptionError(f"{path}: the model directory has no tokenizer; pass {{option}}",
+                                            "vae=PATH", "--vae PATH")
             spec = cfg.get("text_encoder")
             sampling = recommended_sampling(cfg.get("sampling"), f"{path / 'config.json'}: sampling")
             if spec and not str(spec).startswith(("clip:/", "hf:/")) and ":" in str(spec):
@@ -82,10 +87,14 @@ class VARPipeline:
                     spec = f"{kind}:{path / rel}"
         else:
             if vae is None:
-                raise CheckpointError(f"{path}: an official transformer checkpoint needs its VQVAE (--vae PATH)")
-            model = transformer_from_official(path, resolution, patch_nums)
+                raise CheckpointOptionError(f"{path}: an official transformer checkpoint needs its VQVAE; pass {{option}}",
+                                            "vae=PATH", "--vae PATH")
+            record = read_sidecar(path)  # what our exports carry beside the .pth
+            model = transformer_from_official(path, resolution, patch_nums, record)
             tok = load_tokenizer(vae, model.patch_nums)
-            spec, sampling = None, {}
+            extras = sidecar_extras(record)
+            spec = extras.get("text_encoder")
+            sampling = recommended_sampling(extras.get("sampling"), f"{sidecar_path(path)}: sampling")
         enc = None
         if text_encoder is not None and not isinstance(text_encoder, str):
             enc, spec = text_encoder, getattr(text_encoder, "identity", None)
