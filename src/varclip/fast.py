@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -120,11 +121,13 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     attention reads its weight directly to add the official split bias)."""
     from torch.ao.nn.quantized.dynamic import Linear as QLinear
     from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
-    probe = QLinear.from_float(_with_qconfig(nn.Linear(8, 8), default_dynamic_qconfig))
-    probe(torch.zeros(1, 8))  # a missing kernel fails here, before the copy
-    names = {n: default_dynamic_qconfig for n, m in model.named_modules()
-             if isinstance(m, nn.Linear) and not n.endswith("mat_qkv")}
-    return quantize_dynamic(copy.deepcopy(model), qconfig_spec=names, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice, many lines long
+        warnings.simplefilter("ignore")
+        probe = QLinear.from_float(_with_qconfig(nn.Linear(8, 8), default_dynamic_qconfig))
+        probe(torch.zeros(1, 8))  # a missing kernel fails here, before the copy
+        names = {n: default_dynamic_qconfig for n, m in model.named_modules()
+                 if isinstance(m, nn.Linear) and not n.endswith("mat_qkv")}
+        return quantize_dynamic(copy.deepcopy(model), qconfig_spec=names, dtype=torch.qint8)
 
 
 def _with_qconfig(m: nn.Module, qconfig) -> nn.Module:
@@ -158,7 +161,8 @@ class FastRunner:
     """
 
     def __init__(self, model: nn.Module, cfg: FastConfig):
-        self.cfg = cfg.resolve(model.pos_1LC.device)
+        self.requested, self.device = cfg, model.pos_1LC.device
+        self.cfg = cfg.resolve(self.device)
         self.source = model
         self.model = model
         if self.cfg.quantize == "int8":
