@@ -65,6 +65,14 @@ def test_the_layout_follows_the_kind_of_model(text_pipe, class_pipe):
     assert "0..9" in _by_id(demo, "class-id").info
 
 
+def test_the_cfg_slider_follows_the_sampling_rule(text_pipe):
+    from varclip.config import ConfigError, SamplingConfig
+    cfg = _by_id(build_app(text_pipe), "cfg")
+    assert cfg.minimum == SamplingConfig.CFG_MIN and cfg.value == text_pipe.sampling_config().cfg
+    with pytest.raises(ConfigError, match="cfg"):
+        SamplingConfig(cfg=cfg.minimum - 0.5)
+
+
 def test_the_queue_is_bounded_and_shared_by_both_tabs(text_pipe):
     demo = build_app(text_pipe, concurrency=2, max_queue=5)
     assert demo._queue.max_size == 5
@@ -108,13 +116,15 @@ def test_class_generation_random_and_fixed_classes(class_pipe):
 
 
 @pytest.mark.parametrize("kind,args,message", [
-    ("text", dict(prompt="  "), "type a caption first"),
+    ("text", dict(prompt="  "), "empty caption"),
     ("text", dict(prompt="x" * 1001), "too long"),
     ("text", dict(num_images=0), "between 1 and 8"),
     ("text", dict(num_images=2.5), "whole number"),
-    ("text", dict(top_p=1.5), "top-p must be between 0 and 1"),
-    ("text", dict(cfg=math.nan), "cfg must be between"),
-    ("text", dict(top_k=-3), "top-k must be between"),
+    ("text", dict(top_p=1.5), "top_p must be in [0, 1]"),  # SamplingConfig's words, as everywhere
+    ("text", dict(cfg=math.nan), "cfg must be a finite number >= 0"),
+    ("text", dict(cfg=-1.0), "cfg must be a finite number >= 0"),
+    ("text", dict(cfg="x"), "cfg must be a number"),
+    ("text", dict(top_k=-3), "top_k must be >= 0"),
     ("text", dict(seed="abc"), "whole number"),
     ("class", dict(class_id=10), "classes 0..9"),
     ("class", dict(class_id=-2), "classes 0..9"),

@@ -68,7 +68,7 @@ def test_generate_over_http(text_app, tmp_path):
 
 def test_bad_requests_get_readable_messages(text_app):
     c = _client(text_app)
-    for args, message in [(dict(prompt=""), "type a caption first"),
+    for args, message in [(dict(prompt=""), "empty caption"),
                           (dict(prompt="x", num_images=200), "greater than maximum"),
                           (dict(prompt="x", top_p=3.0), "greater than maximum"),
                           (dict(prompt="x", seed=1.5), None)]:
@@ -113,7 +113,7 @@ def test_class_model_over_http(class_app, tmp_path):
     c = _client(class_app)
     out = c.predict(prompt="", class_id=7, **GEN, api_name="/generate")
     assert [g["caption"] for g in out[2]] == ["class 7", "class 7"]
-    with pytest.raises(AppError, match=r"class id 12 is out of range: this model has classes 0\.\.9"):
+    with pytest.raises(AppError, match=r"invalid class id 12: this model has classes 0\.\.9"):
         c.predict(prompt="", class_id=12, **GEN, api_name="/generate")
     out = c.predict(image=_editor_files(tmp_path), mode="outpaint", extend=1.5, prompt="", class_id=None,
                     num_images=1, cfg=3.0, top_k=10, top_p=0.9, seed=0, api_name="/edit")

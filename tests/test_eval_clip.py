@@ -162,7 +162,7 @@ def test_caption_benchmark_on_tiny_models(tmp_path, hf_clip_dir):
     from varclip.config import named_tokenizer, named_transformer
     from varclip.eval.clip_score import caption_benchmark
     from varclip.eval.inception import RandomFeatureExtractor
-    from varclip.eval.sample import SampleSettings
+    from varclip.config import sampling_preset
     from varclip.model import VARTransformer
     from varclip.pipeline import VARPipeline
     from varclip.text.encoders import TextEmbedding
@@ -182,7 +182,7 @@ def test_caption_benchmark_on_tiny_models(tmp_path, hf_clip_dir):
     man = _manifest(tmp_path, n=6)
     scorer = load_clip_scorer(f"hf:{hf_clip_dir}")
     res = caption_benchmark(pipe, man, tmp_path / "bench", scorer, RandomFeatureExtractor(0),
-                            SampleSettings(cfg=1.5, seed=3), limit=5, batch_size=4, progress=False)
+                            sampling_preset("official_fid").replace(seed=3), limit=5, batch_size=4, progress=False)
     assert res.num_captions == 5 and len(list((tmp_path / "bench").glob("*.png"))) == 5
     assert np.isfinite(res.fid.fid) and res.fid.fid > 0
     assert 0 <= res.fid.precision <= 1 and res.clip.num_pairs == 5 and res.clip_real.num_pairs == 5

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from varclip.checkpoints import save_model_dir
+from varclip.cli import main
 from varclip.config import named_tokenizer
 from varclip.data.sources import image_source_dataset
-from varclip.eval import (CodebookUsage, cli_eval_recon, evaluate_reconstruction, gaussian_window, patch_nums_for,
+from varclip.eval import (CodebookUsage, evaluate_reconstruction, gaussian_window, patch_nums_for,
                           psnr, ssim)
 from varclip.tokenizer import VQTokenizer
 
@@ -170,36 +171,38 @@ def test_patch_nums_for() -> None:
 def test_cli_eval_recon(tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _images(tmp_path / "imgs", 3, 32)
     out = tmp_path / "res.json"
-    rc = cli_eval_recon(["--tokenizer", str(tiny_dir), "--data", str(tmp_path / "imgs"), "--size", "32",
+    rc = main(["eval", "recon", "--tokenizer", str(tiny_dir), "--data", str(tmp_path / "imgs"), "--size", "32",
                          "--batch-size", "2", "--device", "cpu", "--quiet", "--json", str(out)])
     assert rc == 0
     table = capsys.readouterr().out
     assert "PSNR" in table and "SSIM" in table and "perplexity" in table
     res = json.loads(out.read_text())
     assert res["num_images"] == 3 and len(res["usage_per_scale"]) == 4
-    assert cli_eval_recon(["--tokenizer", str(tiny_dir), "--data", str(tmp_path / "imgs"), "--quiet",
-                           "--device", "cpu", "--json", "-"]) == 0
+    assert main(["eval", "recon", "--tokenizer", str(tiny_dir), "--data", str(tmp_path / "imgs"), "--quiet",
+                 "--device", "cpu", "--json", "-"]) == 0
     assert json.loads(capsys.readouterr().out)["image_size"] == 32
 
 
 def test_cli_eval_recon_errors(tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _images(tmp_path / "imgs", 1, 32)
-    assert cli_eval_recon(["--tokenizer", str(tiny_dir), "--data", str(tmp_path / "imgs"), "--size", "40",
-                           "--quiet"]) == 2
+    assert main(["eval", "recon", "--tokenizer", str(tiny_dir), "--data", str(tmp_path / "imgs"), "--size", "40",
+                 "--quiet"]) == 2
     assert "--patch-nums" in capsys.readouterr().err
-    assert cli_eval_recon(["--tokenizer", str(tiny_dir), "--data", str(tmp_path / "missing"), "--quiet"]) == 2
+    assert main(["eval", "recon", "--tokenizer", str(tiny_dir), "--data", str(tmp_path / "missing"), "--quiet"]) == 2
     assert "not found" in capsys.readouterr().err
-    assert cli_eval_recon(["--data", "x"]) == 2  # argparse: --tokenizer is required
+    with pytest.raises(SystemExit) as e:  # argparse: --tokenizer is required
+        main(["eval", "recon", "--data", "x"])
+    assert e.value.code == 2
 
 
 
 def test_cli_eval_recon_rfid(tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _images(tmp_path / "imgs", 6, 32)
     base = ["--tokenizer", str(tiny_dir), "--data", str(tmp_path / "imgs"), "--device", "cpu", "--quiet"]
-    assert cli_eval_recon(base + ["--rfid", "--inception", "random", "--json", "-"]) == 0
+    assert main(["eval", "recon", *base, "--rfid", "--inception", "random", "--json", "-"]) == 0
     rfid = json.loads(capsys.readouterr().out)["extra"]["rfid"]
     assert math.isfinite(rfid) and rfid > 0  # an untrained tokenizer does not reconstruct exactly
-    assert cli_eval_recon(base + ["--json", "-"]) == 0
+    assert main(["eval", "recon", *base, "--json", "-"]) == 0
     assert "rfid" not in json.loads(capsys.readouterr().out)["extra"]
-    assert cli_eval_recon(base + ["--rfid", "--inception", "random:x"]) == 2
+    assert main(["eval", "recon", *base, "--rfid", "--inception", "random:x"]) == 2
     assert "seed must be an integer" in capsys.readouterr().err

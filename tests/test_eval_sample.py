@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from varclip.eval.sample import (SampleSettings, caption_work_list, class_work_list, cli_sample_fid, image_name,
+from varclip.config import sampling_preset
+from varclip.eval.sample import (caption_work_list, class_work_list, cli_sample_fid, image_name,
                                  sample_to_folder, shard_blocks)
 
 
@@ -38,7 +39,7 @@ def test_work_lists_and_shards():
     items = class_work_list(10, 3, seed=5, classes=[2, 7])
     assert [(it.index, it.seed, it.label) for it in items] == [(0, 5, 2), (1, 6, 2), (2, 7, 2), (3, 8, 7),
                                                                (4, 9, 7), (5, 10, 7)]
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="invalid class id 10"):
         class_work_list(10, 1, classes=[10])
     caps = caption_work_list(["a", "b"], 2)
     assert [(it.index, it.caption) for it in caps] == [(0, "a"), (1, "a"), (2, "b"), (3, "b")]
@@ -131,14 +132,14 @@ def test_text_model_samples_captions(tmp_path, fake_text_pipeline):
     from varclip.data.captions import read_caption_manifest
     pipe = fake_text_pipeline
     items = caption_work_list(["a red apple", "a blue car", "the sea"], per_caption=2, seed=0)
-    rep = sample_to_folder(pipe, items, tmp_path / "t", SampleSettings(), batch_size=4, progress=False)
+    rep = sample_to_folder(pipe, items, tmp_path / "t", sampling_preset("official_fid"), batch_size=4, progress=False)
     assert rep.written == 6 and rep.complete and rep.npz
     with np.load(rep.npz) as z:
         assert z.files == ["arr_0"] and z["arr_0"].shape == (6, 32, 32, 3)
     man = read_caption_manifest(tmp_path / "t" / "samples.jsonl")
     assert [c for _, c in man.records] == [it.caption for it in items] and not man.problems
     with pytest.raises(ValueError, match="text-to-image"):
-        sample_to_folder(pipe, class_work_list(10, 1), tmp_path / "u", SampleSettings(), progress=False)
+        sample_to_folder(pipe, class_work_list(10, 1), tmp_path / "u", sampling_preset("official_fid"), progress=False)
 
 
 def test_class_model_refuses_captions(class_model, tmp_path):

@@ -61,7 +61,7 @@ def test_negative_prompt_replaces_the_null_branch(text_pipe):
 def test_text_model_refuses_class_labels_and_missing_prompt(text_pipe):
     with pytest.raises(ValueError, match="text-to-image"):
         text_pipe(class_labels=[1])
-    with pytest.raises(ValueError, match="give a prompt"):
+    with pytest.raises(ValueError, match="give a caption"):
         text_pipe()
     assert len(text_pipe(unconditional=True, num_images=2, seed=0).images) == 2
 

@@ -12,7 +12,7 @@ from test_train_fixtures import CONFIGS, class_overrides, losses, make_data, tex
 
 from varclip.checkpoints import load_model_dir
 from varclip.cli import main as varclip_main
-from varclip.config import ConfigError
+from varclip.config import RECOMMENDED_KEYS, ConfigError, SamplingConfig
 from varclip.train.cache import cli_cache, read_index
 from varclip.train.config import TrainConfig, load_config
 from varclip.train.generator import cli_train, train
@@ -46,7 +46,8 @@ def test_class_model_learns_and_exports(data, tmp_path):
     tok, model, cfg = load_model_dir(result.model_dir)
     assert model.cfg.num_classes == 10 and tok is not None and cfg["training"]["steps"] == 40
     lc = cfg["training"]["config"]["logging"]  # preview settings become the recommended ones
-    assert cfg["sampling"] == {"cfg": lc["sample_cfg"], "top_k": lc["sample_top_k"], "top_p": lc["sample_top_p"]}
+    assert cfg["sampling"] == {k: v for k, v in lc["sample"].items() if k in RECOMMENDED_KEYS}
+    assert cfg["sampling"]["cfg"] == SamplingConfig().cfg
     assert (out / "samples" / "step-00000040.png").is_file() and (out / "config.yaml").is_file()
     grid = tmp_path / "gen.png"
     assert varclip_main(["generate", "--model", str(result.model_dir), "--class", "1", "--n", "2",

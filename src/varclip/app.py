@@ -6,8 +6,9 @@ Two tabs: *Generate* (caption or class id, negative prompt, cfg / top-k / top-p 
 a live preview that is redrawn after every scale, a gallery and downloads) and *Edit* (upload an
 image, paint over what to regenerate; in-painting, out-painting, or extending the canvas).
 
-The app holds no model logic: it validates what a person typed, calls the pipeline (`pipe(...)`,
-`pipe.edit(...)`) and shows what comes back. Bad input is answered with a readable message
+The app holds no model logic: it reads what a person typed as numbers and text, calls the
+pipeline (`pipe(...)`, `pipe.edit(...)`) and shows what comes back. Sampling settings are
+checked by `SamplingConfig` and conditions by the pipeline; their messages are shown as they are
 (`gr.Error` / `gr.Warning`), never a traceback. Requests go through Gradio's queue with a
 concurrency limit shared by both tabs, and a bounded queue that turns excess requests away.
 
@@ -37,13 +38,13 @@ from typing import Any
 
 from PIL import Image
 
-from .config import INTERACTIVE_SAMPLING, ConfigError
+from .config import ConfigError, SamplingConfig, sampling_preset
+from .data.images import center_crop, load_image, to_rgb
+from .entry import DEMO_NOTE
 
 log = logging.getLogger(__name__)
 
 MAX_PROMPT_CHARS = 1000
-DEMO_NOTE = ("No embedded model is installed with this copy of varclip: this is a RANDOMLY INITIALISED tiny "
-             "demo model (untrained), so the images are noise. Start the app with --model PATH for real images.")
 EDIT_MODES = [("Regenerate the painted area (in-paint)", "inpaint"),
               ("Keep the painted area, regenerate the rest (out-paint)", "outpaint"),
               ("Extend the canvas: out-paint a border around the image", "extend")]
@@ -76,38 +77,14 @@ def _gradio():
 # ---------------------------------------------------------------------------- model loading
 
 
-def demo_pipeline(device: str = "cpu"):
-    """A tiny RANDOMLY INITIALISED class model (as `varclip demo` uses when nothing is embedded)."""
-    import torch
-
-    from .config import named_tokenizer, named_transformer
-    from .model import VARTransformer
-    from .pipeline import VARPipeline
-    from .tokenizer import VQTokenizer
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        pipe = VARPipeline(VQTokenizer(named_tokenizer("tiny")), VARTransformer(named_transformer("tiny")))
-    pipe = pipe.to(device)
-    pipe.model_note = DEMO_NOTE
-    pipe.model_name = "random tiny demo model"
-    return pipe
-
-
 def load_pipeline(model: str | Path | None = None, vae: str | None = None, text_encoder: str | None = None,
                   device: str = "cpu", dtype: str | None = None):
-    """The pipeline `varclip serve` shows: `model`, else the embedded model, else the random demo."""
-    from .pipeline import VARPipeline
-    if model is None:
-        from .embedded import embedded_model_dir
-        try:
-            model = embedded_model_dir()
-        except ValueError:
-            return demo_pipeline(device)
-    pipe = VARPipeline.from_pretrained(model, vae=vae, text_encoder=text_encoder, device=device, dtype=dtype)
+    """The pipeline `varclip serve` shows (`entry.load_pipeline`: the model, else the embedded one,
+    else the random demo), with its text encoder loaded now: a missing one fails at start-up."""
+    from .entry import load_pipeline as load
+    pipe = load(model, vae, text_encoder, device=device, dtype=dtype, demo_if_missing=True)
     if pipe.is_text:
-        pipe.text_encoder  # noqa: B018 - load it now: a missing encoder fails at start-up, not per request
-    pipe.model_name = str(model)
+        pipe.text_encoder  # noqa: B018
     return pipe
 
 
@@ -139,12 +116,12 @@ def _as_int(value: Any, name: str, lo: int | None = None, hi: int | None = None,
     return v
 
 
-def _as_float(value: Any, name: str, lo: float, hi: float) -> float:
+def _as_float(value: Any, name: str, lo: float | None = None, hi: float | None = None) -> float:
     try:
         f = float(value)
     except (TypeError, ValueError):
         raise InputError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(f) or not lo <= f <= hi:
+    if lo is not None and hi is not None and not lo <= f <= hi:
         raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
     return f
 
@@ -158,12 +135,6 @@ def _text(value: Any, name: str) -> str:
     if len(value) > MAX_PROMPT_CHARS:
         raise InputError(f"{name} is too long ({len(value)} characters; at most {MAX_PROMPT_CHARS})")
     return value
-
-
-def _square(img: Image.Image) -> Image.Image:
-    side = min(img.size)
-    left, top = (img.width - side) // 2, (img.height - side) // 2
-    return img.crop((left, top, left + side, top + side))
 
 
 def mask_from_editor(value: Any, mode: str = "inpaint") -> tuple[Image.Image, Image.Image | None]:
@@ -182,30 +153,29 @@ def mask_from_editor(value: Any, mode: str = "inpaint") -> tuple[Image.Image, Im
     if image is None:
         raise InputError("upload an image to edit first")
     if isinstance(image, (str, Path)):
-        image = Image.open(image)
+        image = load_image(image)
     if image.width < 2 or image.height < 2:
         raise InputError(f"the image is too small ({image.width}x{image.height})")
-    flat = image.convert("RGBA")
-    white = Image.new("RGBA", flat.size, "white")
-    image = _square(Image.alpha_composite(white, flat).convert("RGB"))
+    size = image.size
+    image = center_crop(to_rgb(image))  # transparency on white
     if mode == "extend":
         return image, None
-    painted = Image.new("L", flat.size, 0)
+    painted = Image.new("L", size, 0)
     for layer in value.get("layers") or []:
         if layer is None:
             continue
         if isinstance(layer, (str, Path)):
-            layer = Image.open(layer)
+            layer = load_image(layer, keep_alpha=True)
         if layer.mode not in ("RGBA", "LA", "PA"):
             continue  # no alpha: nothing tells strokes from the empty canvas
         alpha = layer.convert("RGBA").getchannel("A")
-        if alpha.size != flat.size:
-            alpha = alpha.resize(flat.size, Image.NEAREST)
+        if alpha.size != size:
+            alpha = alpha.resize(size, Image.NEAREST)
         painted = Image.fromarray(_max_u8(painted, alpha.point(lambda a: 255 if a > 8 else 0)))
     if painted.getbbox() is None:
         raise InputError("paint over the part of the image to regenerate with the brush "
                          "(or choose 'Extend the canvas')")
-    mask = _square(painted)
+    mask = center_crop(painted)
     if mode == "outpaint":
         mask = mask.point(lambda a: 255 - a)
     return image, mask
@@ -228,10 +198,10 @@ def stream_call(call: Callable[..., Any], **kwargs: Any) -> Iterator[tuple]:
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
 
-    def on_scale(scale: int, num_scales: int, images: list[Image.Image]) -> None:
+    def on_scale(scale: int, num_scales: int, images) -> None:
         if stop.is_set():
             raise _Cancelled()
-        events.put(("scale", scale, num_scales, images))
+        events.put(("scale", scale, num_scales, list(images)))  # decoded here, in the worker
 
     def work() -> None:
         try:
@@ -268,7 +238,10 @@ class AppHandlers:
         self.num_scales = len(pipe.transformer.patch_nums)
         # the model's recommended settings (config.json "sampling"): the controls' starting values
         # and what a direct call without them uses
-        self.rec = pipe.sampling_settings() if hasattr(pipe, "sampling_settings") else dict(INTERACTIVE_SAMPLING)
+        self.rec: SamplingConfig = pipe.sampling_config() if hasattr(pipe, "sampling_config") \
+            else sampling_preset("interactive")
+        if hasattr(pipe, "set_progress_bar_config"):
+            pipe.set_progress_bar_config(disable=True)  # the live preview shows the progress
         if workdir is None:  # PNGs for the download buttons; Gradio serves its own copies
             workdir = tempfile.mkdtemp(prefix="varclip-serve-")
             weakref.finalize(self, shutil.rmtree, workdir, True)
@@ -277,25 +250,18 @@ class AppHandlers:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ shared
-    def _sampling(self, num_images, cfg, top_k, top_p, seed) -> tuple[int, dict[str, Any], int]:
+    def _sampling(self, num_images, cfg, top_k, top_p, seed) -> tuple[int, SamplingConfig, int]:
+        """The request's settings: the controls over the model's recommendation; SamplingConfig
+        checks the values (ConfigError, shown as it is)."""
         n = _as_int(num_images, "the number of images", 1, self.max_images)
-        rec = self.rec
-        kw = dict(cfg=_as_float(rec["cfg"] if cfg is None else cfg, "cfg", 0.0, 100.0),
-                  top_k=_as_int(rec["top_k"] if top_k is None else top_k, "top-k", 0, 10**9),
-                  top_p=_as_float(rec["top_p"] if top_p is None else top_p, "top-p", 0.0, 1.0))
         s = _as_int(seed, "the seed", None, 2**63 - 1, allow_none=True)
         if s is None or s < 0:
             s = random.randrange(2**31)
             _info(f"random seed {s}")
-        kw["seed"] = s
-        return n, kw, s
-
-    def _class_id(self, value, optional_text: str) -> int | None:
-        c = _as_int(value, "the class id", allow_none=True)
-        if c is not None and not -1 <= c < self.num_classes:
-            raise InputError(f"class id {c} is out of range: this model has classes 0..{self.num_classes - 1} "
-                             f"(-1 = unconditional, {optional_text})")
-        return c
+        settings = self.rec.replace(cfg=None if cfg is None else _as_float(cfg, "cfg"),
+                                    top_k=_as_int(top_k, "top-k", allow_none=True),
+                                    top_p=None if top_p is None else _as_float(top_p, "top-p"), seed=s)
+        return n, settings, s
 
     def _new_dir(self) -> Path:
         with self._lock:
@@ -343,22 +309,20 @@ class AppHandlers:
         gr = _gradio()
         try:
             if self.is_text:
-                text = _text(prompt, "the caption")
-                if not text:
-                    raise InputError("type a caption first (this is a text-to-image model)")
+                text = _text(prompt, "the caption")  # the pipeline refuses an empty one
                 neg = _text(negative_prompt, "the negative prompt") or None
                 call = dict(prompt=text, negative_prompt=neg)
             else:
-                c = self._class_id(class_id, "empty = random")
+                c = _as_int(class_id, "the class id", allow_none=True)  # empty = random
                 call = dict(class_labels=[c] if c is not None else None)
-            n, kw, s = self._sampling(num_images, cfg, top_k, top_p, seed)
-            call["num_images"] = n
-            if call.get("negative_prompt") and kw["cfg"] == 0:
+            n, settings, s = self._sampling(num_images, cfg, top_k, top_p, seed)
+            call.update(num_images_per_prompt=n, sampling=settings)
+            if call.get("negative_prompt") and settings.cfg == 0:
                 _warn("the negative prompt has no effect with cfg = 0")
-        except InputError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+        except ValueError as e:  # InputError, and ConfigError from SamplingConfig
+            raise gr.Error(_first_line(e), print_exception=False) from None
         yield (None, "starting ...", *(gr.skip(),) * 3)
-        runner = self._run(self.pipe, {**call, **kw}, 3)
+        runner = self._run(self.pipe, call, 3)
         out, dt = yield from runner
         if self.is_text:
             captions = [f"{call['prompt']} #{i}" for i in range(len(out.images))]
@@ -387,16 +351,17 @@ class AppHandlers:
                 if text:
                     cond["prompt"] = text
             else:
-                c = self._class_id(class_id, "empty = unconditional")
-                if c is not None and c >= 0:
+                c = _as_int(class_id, "the class id", allow_none=True)
+                if c is not None and c != -1:  # empty or -1: unconditional in/out-painting
                     cond["class_labels"] = [c]
             where: dict[str, Any] = {"extend": _as_float(extend, "the extend factor", 1.01, 8.0)} \
                 if mode == "extend" else {"mask": mask}
-            n, kw, s = self._sampling(num_images, cfg, top_k, top_p, seed)
-        except InputError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+            n, settings, s = self._sampling(num_images, cfg, top_k, top_p, seed)
+        except ValueError as e:  # InputError, and ConfigError from SamplingConfig
+            raise gr.Error(_first_line(e), print_exception=False) from None
         yield (None, "starting ...", *(gr.skip(),) * 5)
-        out, dt = yield from self._run(self.pipe.edit, {"image": source, **where, **cond, "num_images": n, **kw}, 5)
+        out, dt = yield from self._run(self.pipe.edit, {"image": source, **where, **cond, "num_images_per_prompt": n,
+                                                        "sampling": settings}, 5)
         if out.mask is not None:
             lo, hi = out.mask.convert("L").getextrema()
             if hi == 0:
@@ -464,6 +429,7 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
     pixel = ["varclip-pixelated"] if pipe.image_size < 128 else []
     top_k_max = h.vocab_size
     rec = h.rec
+    cfg_range = (SamplingConfig.CFG_MIN, max(10.0, rec.cfg))  # SamplingConfig's rule; 10 is plenty in practice
 
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# varclip · next-scale image generation\n{_model_line(pipe, model_name)}", elem_id="header")
@@ -488,11 +454,11 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
                                             label="Number of images", elem_id="num-images")
                             seed = gr.Number(label="Seed", value=0, precision=0, info="-1 = random", elem_id="seed")
                         with gr.Accordion("Sampling", open=True):
-                            cfg = gr.Slider(0.0, 10.0, value=rec["cfg"], step=0.1, label="Guidance (cfg)",
+                            cfg = gr.Slider(*cfg_range, value=rec.cfg, step=0.1, label="Guidance (cfg)",
                                             info="0 = no classifier-free guidance", elem_id="cfg")
-                            top_k = gr.Slider(0, top_k_max, value=min(rec["top_k"], top_k_max), step=1,
+                            top_k = gr.Slider(0, top_k_max, value=min(rec.top_k, top_k_max), step=1,
                                               label="Top-k", info="0 = off", elem_id="top-k")
-                            top_p = gr.Slider(0.0, 1.0, value=rec["top_p"], step=0.01, label="Top-p", info="0 = off",
+                            top_p = gr.Slider(0.0, 1.0, value=rec.top_p, step=0.01, label="Top-p", info="0 = off",
                                               elem_id="top-p")
                         with gr.Row():
                             go = gr.Button("Generate", variant="primary", elem_id="generate-btn")
@@ -534,10 +500,10 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
                             e_seed = gr.Number(label="Seed", value=0, precision=0, info="-1 = random",
                                                elem_id="edit-seed")
                         with gr.Accordion("Sampling", open=False):
-                            e_cfg = gr.Slider(0.0, 10.0, value=rec["cfg"], step=0.1, label="Guidance (cfg)")
-                            e_top_k = gr.Slider(0, top_k_max, value=min(rec["top_k"], top_k_max), step=1,
+                            e_cfg = gr.Slider(*cfg_range, value=rec.cfg, step=0.1, label="Guidance (cfg)")
+                            e_top_k = gr.Slider(0, top_k_max, value=min(rec.top_k, top_k_max), step=1,
                                                 label="Top-k")
-                            e_top_p = gr.Slider(0.0, 1.0, value=rec["top_p"], step=0.01, label="Top-p")
+                            e_top_p = gr.Slider(0.0, 1.0, value=rec.top_p, step=0.01, label="Top-p")
                         with gr.Row():
                             e_go = gr.Button("Edit", variant="primary", elem_id="edit-btn")
                             e_stop = gr.Button("Stop", variant="stop", elem_id="edit-stop-btn")
@@ -588,9 +554,9 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
                 raise gr.Error("generate an image first", print_exception=False)
             img = images[min(max(int(index or 0), 0), len(images) - 1)]
             if isinstance(img, (str, Path)):
-                img = Image.open(img)
+                img = load_image(img)
             elif isinstance(img, dict) and "path" in img:
-                img = Image.open(img["path"])
+                img = load_image(img["path"])
             return {"background": img, "layers": [], "composite": img}, gr.Tabs(selected="edit")
 
         gallery.change(remember, [gallery], [last_images, selected], api_visibility="private",
@@ -637,16 +603,13 @@ def _port(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="varclip serve", description="A web app (Gradio) for generating and editing "
                                  "images; uses the embedded model unless --model is given.")
-    ap.add_argument("--model", help="native model directory or official transformer .pth (default: the embedded model)")
-    ap.add_argument("--vae", help="VQVAE: official .pth or native directory (needed with an official transformer)")
-    ap.add_argument("--text-encoder", help="clip:PATH | minilm | hf:PATH (text models)")
+    from .entry import add_model_args
+    add_model_args(ap, official=False)
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every interface)")
     ap.add_argument("--port", type=_port, default=7860)
     ap.add_argument("--concurrency", type=_positive, default=1, help="pipeline calls running at once")
     ap.add_argument("--max-queue", type=_positive, default=32, help="requests waiting; more are turned away")
     ap.add_argument("--max-images", type=_positive, default=8, help="the most images one request may ask for")
-    ap.add_argument("--device", default="auto", help="cpu | cuda | auto")
-    ap.add_argument("--dtype", default="fp32", help="fp32 (exact) | bf16 | fp16 autocast")
     return ap
 
 
@@ -656,11 +619,7 @@ def cli_serve(argv: list[str]) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         _gradio()
-        device = args.device
-        if device == "auto":
-            import torch
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        pipe = load_pipeline(args.model, args.vae, args.text_encoder, device=device, dtype=args.dtype)
+        pipe = load_pipeline(args.model, args.vae, args.text_encoder, device=args.device, dtype=args.dtype)
         if getattr(pipe, "model_note", None):
             print(f"varclip serve: {pipe.model_note}", file=sys.stderr)
         demo = build_app(pipe, concurrency=args.concurrency, max_queue=args.max_queue, max_images=args.max_images)

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .config import ConfigError
 from .errors import run_cli
 
 
@@ -20,144 +19,55 @@ class UsageError(ValueError):
     pass
 
 
-def _device(name: str) -> str:
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name} requested but CUDA is not available")
-    return name
-
-
-def _sampling_args(p: argparse.ArgumentParser) -> None:
-    # None: the model's recommended setting (config.json "sampling"), else the interactive default
-    p.add_argument("--cfg", type=float, help="classifier-free guidance strength (default: the model's, else 4)")
-    p.add_argument("--cfg-schedule",
-                   help="linear (official ramp, default) | constant | off_from:K | comma list of per-scale values")
-    p.add_argument("--top-k", type=int, help="0 = off (default: the model's, else 900)")
-    p.add_argument("--top-p", type=float, help="0 = off (default: the model's, else 0.95)")
-    p.add_argument("--temperature", type=float, help="(default: the model's, else 1)")
-    p.add_argument("--smooth", action="store_true", help="Gumbel-softmax smoothing of code vectors (more_smooth)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-sample-seeds", action="store_true",
-                   help="image i uses seed+i: independent of batch size (differs from the official stream)")
-    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
-    p.add_argument("--dtype", default="fp32", help="fp32 (exact) | bf16 | fp16 autocast")
-
-
-def _patch_nums(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"patch nums are comma-separated integers, got {text!r}") from None
-
-
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="native model directory or official transformer .pth (default: the embedded model)")
-    p.add_argument("--vae", help="VQVAE: official .pth or native directory (needed with an official transformer)")
-    p.add_argument("--text-encoder", help="clip:PATH | minilm | hf:PATH (text models)")
-    p.add_argument("--resolution", type=int, help="256 or 512: the schedule of an official checkpoint")
-    p.add_argument("--patch-nums", type=_patch_nums, help="explicit schedule of an official checkpoint, e.g. 1,2,3,4")
-
-
-def _load_pipeline(args: argparse.Namespace):
-    from .pipeline import VARPipeline
-    model = args.model
-    if model is None:
-        from .embedded import embedded_model_dir
-        model = embedded_model_dir()
-    for what, path in (("model", model), ("VQVAE", args.vae)):
-        if path is not None and not Path(path).exists():
-            raise UsageError(f"{what} not found: {path}")
-    return VARPipeline.from_pretrained(model, vae=args.vae, text_encoder=args.text_encoder,
-                                       resolution=args.resolution, patch_nums=args.patch_nums,
-                                       device=_device(args.device), dtype=args.dtype)
-
-
 # ---------------------------------------------------------------------------- generate
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    """Conditions are checked by the pipeline; this only maps the arguments onto a call."""
+    from .entry import pipeline_from_args, sampling_from_args
     from .grid import save_images
-    pipe = _load_pipeline(args)
-    kw = dict(cfg=args.cfg, cfg_schedule=args.cfg_schedule, top_k=args.top_k, top_p=args.top_p,
-              temperature=args.temperature, smooth=args.smooth, seed=args.seed, per_sample_seeds=args.per_sample_seeds)
-    if args.n < 1:
-        raise UsageError(f"--n must be >= 1, got {args.n}")
+    pipe = pipeline_from_args(args)
+    pipe.set_progress_bar_config(disable=args.quiet)
     if args.unconditional:
-        if args.classes or any(p.strip() for p in args.prompts) or args.negative:
-            raise UsageError("--unconditional samples from the null condition: give no caption, class or negative")
-        call = dict(unconditional=True, num_images=args.n)
+        call = dict(unconditional=True, prompt=args.prompts or None, class_labels=args.classes or None,
+                    negative_prompt=args.negative)
+    elif pipe.is_text:
+        call = dict(prompt=args.prompts, negative_prompt=args.negative, class_labels=args.classes or None)
+    else:
+        call = dict(prompt=args.prompts or None, negative_prompt=args.negative, class_labels=args.classes or None)
+    t0 = time.perf_counter()
+    out = pipe(**call, num_images_per_prompt=args.n, sampling=sampling_from_args(args))
+    dt = time.perf_counter() - t0
+    if args.unconditional:
         captions = None
     elif pipe.is_text:
-        if args.classes:
-            raise UsageError("this is a text-to-image model: give captions, not --class")
-        if not args.prompts:
-            raise UsageError("give at least one caption (this is a text-to-image model)")
-        if any(not p.strip() for p in args.prompts):
-            raise UsageError("empty caption; use --unconditional for unconditional samples")
-        if args.negative is not None and not args.negative.strip():
-            raise UsageError("empty --negative; leave it out to use the learned null condition")
         captions = [p for p in args.prompts for _ in range(args.n)]
-        call = dict(prompt=args.prompts, negative_prompt=args.negative, num_images=args.n)
     else:
-        if args.prompts:
-            raise UsageError("this is a class-conditional model: use --class N, not captions")
-        if args.negative:
-            raise UsageError("--negative needs a text-to-image model")
-        call = dict(class_labels=args.classes or None, num_images=args.n)
-        captions = None
-    t0 = time.perf_counter()
-    bar = _progress(len(pipe.transformer.patch_nums), args.quiet)
-    out = pipe(**call, **kw, callback_on_scale=(lambda s, k, imgs: bar.update(1)) if bar else None)
-    if bar:
-        bar.close()
-    dt = time.perf_counter() - t0
-    if captions is None and not args.unconditional:
         captions = [f"class {int(c)}" for c in out.conditions]
     paths = save_images(out.images, args.out, captions)
     print(f"wrote {len(out.images)} images to {paths[0] if len(paths) == 1 else Path(args.out)} in {dt:.1f} s")
     return 0
 
 
+def _box(text: str | None) -> list[float] | None:
+    try:
+        return [float(v) for v in text.split(",")] if text else None
+    except ValueError:
+        raise UsageError(f"--box takes y0,x0,y1,x1 in [0,1], got {text!r}") from None
+
+
 def cmd_edit(args: argparse.Namespace) -> int:
+    from .entry import pipeline_from_args, sampling_from_args
     from .grid import make_grid, save_image_atomic
-    pipe = _load_pipeline(args)
-    box = None
-    if args.box:
-        try:
-            box = [float(v) for v in args.box.split(",")]
-        except ValueError:
-            raise UsageError(f"--box takes y0,x0,y1,x1 in [0,1], got {args.box!r}") from None
-    if args.n < 1:
-        raise UsageError(f"--n must be >= 1, got {args.n}")
-    prompt = args.prompt
-    if prompt is not None and not prompt.strip():
-        raise UsageError("empty caption; leave it out for unconditional in/out-painting")
-    if prompt is not None and not pipe.is_text:
-        raise UsageError("this is a class-conditional model: use --class N, not a caption")
-    if args.classes and pipe.is_text:
-        raise UsageError("this is a text-to-image model: give a caption, not --class")
-    out = pipe.edit(args.image, mask=args.mask, box=box, mode=args.mode, extend=args.extend, prompt=prompt,
-                    class_labels=args.classes or None, num_images=args.n, cfg=args.cfg, cfg_schedule=args.cfg_schedule,
-                    top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, smooth=args.smooth,
-                    seed=args.seed, per_sample_seeds=args.per_sample_seeds)
+    pipe = pipeline_from_args(args)
+    pipe.set_progress_bar_config(disable=args.quiet)
+    out = pipe.edit(args.image, mask=args.mask, box=_box(args.box), mode=args.mode, extend=args.extend, prompt=args.prompt,
+                    class_labels=args.classes or None, num_images_per_prompt=args.n, sampling=sampling_from_args(args))
     images = [out.source, out.mask, *out.images]
     captions = ["input", "mask (white = new)"] + [f"result {i}" for i in range(len(out.images))]
     path = save_image_atomic(make_grid(images, len(images), captions), args.out)
     print(f"wrote {path}")
     return 0
-
-
-def _progress(total: int, quiet: bool):
-    if quiet:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc="scales", leave=False)
 
 
 # ---------------------------------------------------------------------------- convert / parity
@@ -174,10 +84,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if taken and not args.force:
         raise CheckpointError(f"{dst} already holds a model ({taken[0]}); pass --force to replace it")
     if src.is_dir() and args.to == "native":  # native -> native, e.g. a half-precision copy to ship
-        import torch
+        from .devices import parse_dtype
         tok, model, cfg = load_model_dir(src)
-        dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-        save_model_dir(dst, tok, model, cfg.get("text_encoder"), extra_fields(cfg), dtype=dtype)
+        save_model_dir(dst, tok, model, cfg.get("text_encoder"), extra_fields(cfg), dtype=parse_dtype(args.dtype))
         print(f"wrote native model directory {dst} ({args.dtype})")
         return 0
     if args.dtype != "fp32":
@@ -227,8 +136,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .embedded import run_demo
-    return run_demo(args.out, device=_device(args.device))
+    """A grid from the embedded model (the first row training captions, the second new wordings),
+    or from the random demo model when none is installed."""
+    from .embedded import DEMO_CAPTIONS
+    from .entry import load_pipeline
+    from .grid import save_images
+    t0 = time.perf_counter()
+    pipe = load_pipeline(device=args.device, demo_if_missing=True)
+    pipe.set_progress_bar_config(disable=True)
+    if getattr(pipe, "model_note", None):  # random weights: the machinery, not quality
+        res = pipe(class_labels=list(range(8)), sampling=dict(cfg=1.5, top_k=0, top_p=0.0, seed=0))
+        caps, ncol, title = [f"class {int(c)}" for c in res.conditions], None, pipe.model_note
+    else:  # the model's own sampling settings
+        res = pipe(DEMO_CAPTIONS, num_images_per_prompt=2, seed=0, per_sample_seeds=True)
+        caps, ncol = [c for c in DEMO_CAPTIONS for _ in range(2)], 8
+        title = "embedded emoji model: first row training captions, second row new wordings"
+    paths = save_images(res.images, args.out, caps, title=title, ncol=ncol)
+    print(f"wrote {paths[0]} ({time.perf_counter() - t0:.1f} s)")
+    return 0
 
 
 # Commands whose own parsers live with their modules: `varclip NAME ARGS...` -> fn(ARGS).
@@ -241,7 +166,7 @@ PASSTHROUGH: dict[str, tuple[str, str, str]] = {
     "train": (".train", "cli_train", "train a generator (class or text) from a YAML recipe"),
     "cache": (".train", "cli_cache", "precompute token pyramids and text embeddings for training"),
     "train-tokenizer": (".train.tokenizer", "cli_train_tokenizer", "train or fine-tune the VQ tokenizer"),
-    "eval": (".eval.cli", "cli_eval", "evaluate: fid, fid-stats, clip-score, caption-bench, tokens, recon"),
+    "eval": (".eval.cli", "cli_eval", "evaluate generators and tokenizers (`varclip eval --help` lists the commands)"),
     "scaling": (".eval.scaling", "cli_scaling", "train a ladder of small models and fit the scaling laws"),
     "sample-fid": (".eval.sample", "cli_sample_fid", "sample images for FID (sharded, resumable, .npz)"),
 }
@@ -255,6 +180,7 @@ def _passthrough(module: str, fn: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .entry import _schedule_arg, add_model_args, add_sampling_args
     ap = argparse.ArgumentParser(prog="varclip", description="Image generation by next-scale prediction (VAR, VAR-CLIP).")
     ap.add_argument("--version", action="version", version=f"varclip {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -267,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--unconditional", action="store_true", help="sample from the null condition")
     g.add_argument("--out", default="out/generated.png", help="a .png grid, or a directory of PNGs")
     g.add_argument("--quiet", action="store_true")
-    _model_args(g)
-    _sampling_args(g)
+    add_model_args(g)
+    add_sampling_args(g)
     g.set_defaults(fn=cmd_generate)
 
     e = sub.add_parser("edit", help="zero-shot in-painting, out-painting and editing")
@@ -282,8 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--class", dest="classes", type=int, action="append", default=[], help="class id (class models)")
     e.add_argument("--n", type=int, default=4, help="results per condition")
     e.add_argument("--out", default="out/edit.png", help="side-by-side of input, mask and results")
-    _model_args(e)
-    _sampling_args(e)
+    e.add_argument("--quiet", action="store_true")
+    add_model_args(e)
+    add_sampling_args(e)
     e.set_defaults(fn=cmd_edit)
 
     c = sub.add_parser("convert", help="official .pth <-> native model directory (bit-exact round trip)")
@@ -291,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("dst", help="native directory, or (from a native directory) a folder for vae.pth/var.pth")
     c.add_argument("--vae", help="the official VQVAE .pth that goes with a transformer")
     c.add_argument("--resolution", type=int, help="256 or 512 (default: inferred from the token count)")
-    c.add_argument("--patch-nums", type=_patch_nums, help="explicit schedule, e.g. 1,2,3,4")
+    c.add_argument("--patch-nums", type=_schedule_arg, help="explicit schedule, e.g. 1,2,3,4")
     c.add_argument("--text-encoder", help="text encoder spec to record for text models")
     c.add_argument("--to", choices=["official", "native"], help="output format (default: the other one)")
     c.add_argument("--force", action="store_true", help="replace a model already in the destination")

@@ -172,12 +172,12 @@ def official_adaln_gamma(depth: int) -> float:
 @dataclass
 class SamplingConfig:
     """How to draw tokens: the only container of sampling settings, checked here and nowhere
-    else. Defaults are the official FID-evaluation settings (`SAMPLING_PRESETS`)."""
+    else. The defaults are the `interactive` preset: what a call uses when nobody says otherwise."""
 
-    cfg: float = 1.5
+    cfg: float = 4.0
     cfg_schedule: Any = "linear"  # "linear" | "constant" | list of per-scale values | ("off_from", k)
     top_k: int = 900
-    top_p: float = 0.96
+    top_p: float = 0.95
     temperature: float = 1.0
     smooth: bool = False  # Gumbel-softmax mixture of code vectors ("more_smooth")
     seed: int | None = None
@@ -212,8 +212,8 @@ class SamplingConfig:
 # Named presets. A model directory may add its own recommendation (config.json "sampling", like a
 # diffusers generation config) on top of `interactive` for the settings in RECOMMENDED_KEYS.
 SAMPLING_PRESETS: dict[str, SamplingConfig] = {
-    "official_fid": SamplingConfig(),  # the official FID protocol: cfg 1.5, top-k 900, top-p 0.96
-    "interactive": SamplingConfig(cfg=4.0, top_p=0.95),  # what a call uses when nobody says otherwise
+    "interactive": SamplingConfig(),
+    "official_fid": SamplingConfig(cfg=1.5, top_k=900, top_p=0.96),  # the official FID protocol
 }
 RECOMMENDED_KEYS = ("cfg", "cfg_schedule", "top_k", "top_p", "temperature")
 

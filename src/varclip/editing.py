@@ -4,14 +4,13 @@ sampler (`varclip.sampling.sample_scales` with an `EditSpec`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .data.images import center_crop_box, load_image, pil_to_tensor, resize_shorter_side, to_rgb
+from .data.images import center_crop, pil_to_tensor, resize_shorter_side, to_rgb
 
 
 def box_mask(box: Sequence[float], side: int, mode: str = "inpaint") -> torch.Tensor:
@@ -43,9 +42,7 @@ def picture_mask(regenerate: torch.Tensor, side: int) -> torch.Tensor:
 
 def fit_image(img: Image.Image, size: int) -> torch.Tensor:
     """Any RGB image -> (3, size, size) in [-1, 1]: shorter side to `size`, center crop."""
-    img = resize_shorter_side(to_rgb(img), size)
-    left, top = center_crop_box(img.width, img.height, size)
-    return pil_to_tensor(img.crop((left, top, left + size, top + size)))
+    return pil_to_tensor(center_crop(resize_shorter_side(to_rgb(img), size), size))
 
 
 def extend_canvas(img: Image.Image, size: int, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,12 +58,6 @@ def extend_canvas(img: Image.Image, size: int, factor: float) -> tuple[torch.Ten
     inside = torch.zeros(size, size)
     inside[off: off + inner, off: off + inner] = 1.0
     return canvas, inside
-
-
-def read_mask_picture(path: str | Path) -> torch.Tensor:
-    """A black/white picture of any size -> (H, W) in [0, 1], white = regenerate."""
-    img = load_image(path).convert("L")
-    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
 
 
 def keep_mask_from_pixels(inside: torch.Tensor, side: int) -> torch.Tensor:

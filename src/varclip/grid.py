@@ -1,22 +1,13 @@
-"""Turning image tensors into PIL images, grids with captions, and files."""
+"""Grids of images with captions, and writing images to files (tensor -> PIL: `data.images`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 from .fonts import label_font
-
-
-def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """(B,3,H,W) in [0,1] -> PIL images."""
-    arr = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
-
 
 MAX_LABEL_LINES = 3  # a caption or title longer than this is cut with an ellipsis
 

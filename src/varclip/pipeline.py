@@ -1,5 +1,6 @@
 """VARPipeline: tokenizer + transformer (+ text encoder) behind one object, diffusers-style.
 
+    pipe = VARPipeline.from_pretrained()                           # the embedded model
     pipe = VARPipeline.from_pretrained("path/to/model")            # native directory
     pipe = VARPipeline.from_pretrained("var_d16.pth", vae="vae_ch160v4096z32.pth")  # official files
     out = pipe(class_labels=[207, 88], cfg=4, seed=0)               # or pipe("a red apple")
@@ -8,25 +9,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
 from .checkpoints import (CheckpointError, CheckpointOptionError, check_compatible, load_model_dir, load_tokenizer,
                           read_sidecar, save_model_dir, sidecar_extras, sidecar_path, transformer_from_official)
-from .config import INTERACTIVE_SAMPLING, ConfigError, SamplingConfig, recommended_sampling
-from .grid import to_pil
+from .config import ConfigError, SamplingConfig, recommended_sampling, sampling_preset
+from .data.images import to_pil, to_unit
+from .devices import parse_dtype
 from .model import Cond, VARTransformer
-from .sampling import EditSpec, ScaleStep, sample_scales
+from .sampling import EditSpec, sample_scales
 from .tokenizer import VQTokenizer
-
-DTYPES = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
 
 
 @dataclass
@@ -38,13 +37,28 @@ class PipelineOutput:
     mask: Image.Image | None = None  # edits: white = regenerated
 
 
-def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
-    """Autocast dtype from a name; None/fp32 means exact float32 (parity mode)."""
-    if name is None or isinstance(name, torch.dtype):
-        return None if name in (None, torch.float32) else name
-    if name not in DTYPES:
-        raise ConfigError(f"unknown dtype {name!r}; use one of fp32, bf16, fp16")
-    return DTYPES[name]
+def check_class_ids(labels: Sequence[Any], num_classes: int) -> list[int]:
+    """The one class-id check: whole numbers in 0..num_classes-1, or -1 for the null class."""
+    for c in labels:
+        if not isinstance(c, int) or isinstance(c, bool) or not (-1 <= c < num_classes):
+            raise ConfigError(f"invalid class id {c!r}: this model has classes 0..{num_classes - 1} (-1 = null)")
+    return list(labels)
+
+
+class LazyImages(Sequence):
+    """The partial images after one scale, decoded only when read: a progress callback that does
+    not look at them costs nothing."""
+
+    def __init__(self, decode: Callable[[], list[Image.Image]], count: int):
+        self._decode, self._count, self._images = decode, count, None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if self._images is None:
+            self._images = self._decode()
+        return self._images[i]
 
 
 class VARPipeline:
@@ -58,14 +72,19 @@ class VARPipeline:
         self.sampling = recommended_sampling(sampling)
         self._text_encoder = text_encoder
         self.autocast_dtype: torch.dtype | None = None
+        self._progress_bar_config: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
-    def from_pretrained(cls, path: str | Path, vae: str | Path | None = None, text_encoder: str | Any = None,
+    def from_pretrained(cls, path: str | Path | None = None, vae: str | Path | None = None, text_encoder: str | Any = None,
                         resolution: int | None = None, patch_nums: tuple[int, ...] | None = None, device: str | torch.device = "cpu",
                         dtype: str | torch.dtype | None = None) -> "VARPipeline":
         """A native model directory, or an official transformer .pth plus its VQVAE (`vae`), with
-        their sidecars if any (see `checkpoints`). Local files only: a hub id is "not found"."""
+        their sidecars if any (see `checkpoints`); no path: the embedded model that ships with the
+        package. Local files only: a hub id is "not found"."""
+        if path is None:
+            from .embedded import embedded_model_dir
+            path = embedded_model_dir()
         path = Path(path)
         if not path.exists():
             raise CheckpointError(f"model not found: {path} (a native model directory or an official .pth; "
@@ -107,19 +126,24 @@ class VARPipeline:
         extra = {"sampling": self.sampling} if self.sampling else None
         return save_model_dir(path, self.tokenizer, self.transformer, self.text_encoder_spec, extra, dtype=dtype)
 
-    def sampling_settings(self, **given: Any) -> dict[str, Any]:
-        """cfg, cfg_schedule, top_k, top_p, temperature: what the caller gave (not None), else
-        the model's recommended value, else the interactive default (cfg 4, top-k 900, top-p 0.95)."""
-        out = {**INTERACTIVE_SAMPLING, **self.sampling}
-        out.update({k: v for k, v in given.items() if v is not None})
-        return out
+    def sampling_config(self, sampling: SamplingConfig | Mapping[str, Any] | None = None,
+                        **overrides: Any) -> SamplingConfig:
+        """The settings a call uses. A SamplingConfig is taken whole; otherwise the `interactive`
+        preset, then the model's recommendation (config.json "sampling"), then `sampling` as a
+        mapping of overrides. Keyword `overrides` come last; None means "not given"."""
+        if isinstance(sampling, SamplingConfig):
+            base = sampling
+        elif sampling is None or isinstance(sampling, Mapping):
+            base = sampling_preset("interactive").replace(**self.sampling).replace(**dict(sampling or {}))
+        else:
+            raise ConfigError(f"sampling= takes a SamplingConfig or a dict of settings, got {type(sampling).__name__}")
+        return base.replace(**overrides)
 
     def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> "VARPipeline":
         """Move the models; `dtype` sets the autocast dtype (bf16 on GPU), weights stay float32."""
         if device is not None:
-            device = torch.device(device)
-            if device.type == "cuda" and not torch.cuda.is_available():
-                raise ConfigError("device cuda requested but CUDA is not available")
+            from .devices import resolve_device
+            device = torch.device(resolve_device(device))
             self.tokenizer.to(device)
             self.transformer.to(device)
             if self._text_encoder is not None and hasattr(self._text_encoder, "to"):
@@ -131,6 +155,15 @@ class VARPipeline:
     @property
     def device(self) -> torch.device:
         return self.transformer.pos_1LC.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the models compute in: the autocast dtype, else float32."""
+        return self.autocast_dtype or torch.float32
+
+    def set_progress_bar_config(self, **kwargs: Any) -> None:
+        """Options of the per-scale progress bar (tqdm keywords), e.g. `disable=True`."""
+        self._progress_bar_config = dict(kwargs)
 
     @property
     def is_text(self) -> bool:
@@ -157,76 +190,103 @@ class VARPipeline:
         mask = emb.mask if tokens is not None else None
         return Cond(emb.pooled.float(), tokens, mask).to(self.device)
 
-    def _conditions(self, prompt, class_labels, negative_prompt, num_images: int | None
+    def _conditions(self, prompt, class_labels, negative_prompt, n: int, unconditional: bool
                     ) -> tuple[Cond | None, Cond | None, int]:
+        """The one place conditions are checked; messages speak to the person who typed them."""
+        if n < 1:
+            raise ConfigError(f"the number of images must be >= 1, got {n}")
+        if unconditional:
+            if prompt is not None or class_labels is not None or negative_prompt is not None:
+                raise ConfigError("unconditional sampling uses the null condition: give no caption, class or "
+                                  "negative prompt")
+            return self.transformer.cond.null(n, self.device), None, n
         if prompt is not None and class_labels is not None:
-            raise ConfigError("give either a prompt or class labels, not both")
-        n = num_images or 1
+            raise ConfigError("give either a caption or class ids, not both")
         if self.is_text:
             if class_labels is not None:
-                raise ConfigError("this is a text-to-image model: give a prompt, not class labels")
-            if prompt is None:
-                raise ConfigError("this is a text-to-image model: give a prompt (\"\" only with unconditional=True)")
-            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+                raise ConfigError("this is a text-to-image model: give a caption, not class ids")
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+            if not prompts:
+                raise ConfigError("this is a text-to-image model: give a caption")
+            if any(not isinstance(p, str) or not p.strip() for p in prompts):
+                raise ConfigError("empty caption: type a caption, or ask for unconditional samples")
             cond = self.encode_prompts(prompts).repeat(n)
             neg = None
             if negative_prompt is not None:
                 negs = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
                 if len(negs) != len(prompts):
-                    raise ConfigError(f"{len(negs)} negative prompts for {len(prompts)} prompts")
+                    raise ConfigError(f"{len(negs)} negative prompts for {len(prompts)} captions")
+                if any(not isinstance(p, str) or not p.strip() for p in negs):
+                    raise ConfigError("empty negative prompt: leave it out to use the learned null condition")
                 neg = self.encode_prompts(negs).repeat(n)
             return cond, neg, len(cond)
         if prompt is not None:
-            raise ConfigError("this is a class-conditional model: give class_labels, not a prompt")
+            raise ConfigError("this is a class-conditional model: give class ids, not a caption")
         if negative_prompt is not None:
-            raise ConfigError("negative prompts need a text-to-image model")
+            raise ConfigError("a negative prompt needs a text-to-image model")
         if class_labels is None:
             return None, None, n
-        labels = [class_labels] if isinstance(class_labels, int) else list(class_labels)
         num_classes = self.transformer.cfg.num_classes
-        for c in labels:
-            if not isinstance(c, int) or isinstance(c, bool) or not (-1 <= c < num_classes):
-                raise ConfigError(f"invalid class id {c!r}: this model has classes 0..{num_classes - 1} (-1 = null)")
+        labels = check_class_ids([class_labels] if isinstance(class_labels, int) else list(class_labels), num_classes)
         ids = torch.tensor([num_classes if c < 0 else c for c in labels], dtype=torch.long)
         return Cond(ids).repeat(n).to(self.device), None, len(labels) * n
 
-    def unconditional(self, num_images: int) -> Cond:
-        return self.transformer.cond.null(num_images, self.device)
-
     # ------------------------------------------------------------------ generation
     def __call__(self, prompt: str | Sequence[str] | None = None, class_labels: int | Sequence[int] | None = None,
-                 negative_prompt: str | Sequence[str] | None = None, num_images: int | None = None,
+                 negative_prompt: str | Sequence[str] | None = None, num_images_per_prompt: int | None = None,
+                 sampling: SamplingConfig | Mapping[str, Any] | None = None,
                  cfg: float | None = None, cfg_schedule: Any = None, top_k: int | None = None,
-                 top_p: float | None = None, temperature: float | None = None, smooth: bool = False,
-                 seed: int | None = None,
-                 per_sample_seeds: bool = False, generator: torch.Generator | None = None,
-                 unconditional: bool = False,
-                 callback_on_scale: Callable[[int, int, list[Image.Image]], None] | None = None,
-                 return_tokens: bool = False, edit: EditSpec | None = None) -> PipelineOutput:
+                 top_p: float | None = None, temperature: float | None = None, smooth: bool | None = None,
+                 seed: int | None = None, per_sample_seeds: bool | None = None,
+                 generator: torch.Generator | None = None, unconditional: bool = False,
+                 callback_on_scale: Callable[[int, int, Sequence[Image.Image]], None] | None = None,
+                 return_tokens: bool = False, edit: EditSpec | None = None, num_images: int | None = None,
+                 **unknown: Any) -> PipelineOutput:
         """Generate images. Class models: `class_labels` (None = random classes, -1 = null);
         text models: `prompt`; `unconditional=True` samples from the null condition.
-        `num_images` is per prompt/label (the total when no condition is given). Sampling
-        settings left None come from `sampling_settings` (the model's recommendation first)."""
-        chosen = self.sampling_settings(cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p,
-                                        temperature=temperature)
-        settings = SamplingConfig(**chosen, smooth=smooth, seed=seed, per_sample_seeds=per_sample_seeds)
-        if unconditional:
-            n = num_images or 1
-            cond, neg = self.unconditional(n), None
-        else:
-            cond, neg, n = self._conditions(prompt, class_labels, negative_prompt, num_images)
+
+        num_images_per_prompt: images per caption / class id (the total when no condition is
+        given); `num_images` is the same, under its older name.
+        sampling: a SamplingConfig (used whole) or a dict of settings; cfg ... per_sample_seeds
+        override single settings. Unset settings come from the model's recommendation, then the
+        `interactive` preset (`sampling_config` says what a call will use).
+        Randomness: `generator` (a torch.Generator, consumed in the official order) wins over
+        `seed`; with neither the global RNG is used. `seed` seeds one generator for the batch
+        (the official stream); with `per_sample_seeds` image i gets its own, seeded seed + i.
+        callback_on_scale(scale, num_scales, images): after every scale; `images` are decoded
+        only if the callback reads them. The progress bar: `set_progress_bar_config`.
+        """
+        if unknown:
+            known = [p for p in inspect.signature(type(self).__call__).parameters if p not in ("self", "unknown")]
+            raise TypeError(f"VARPipeline() got unknown argument(s) {', '.join(sorted(unknown))}; "
+                            f"it takes: {', '.join(known)}")
+        if num_images is not None and num_images_per_prompt is not None and num_images != num_images_per_prompt:
+            raise ConfigError("num_images is the older name of num_images_per_prompt: give one of them")
+        n = num_images_per_prompt if num_images_per_prompt is not None else (num_images or 1)
+        settings = self.sampling_config(sampling, cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p,
+                                        temperature=temperature, smooth=smooth, seed=seed,
+                                        per_sample_seeds=per_sample_seeds)
+        cond, neg, n = self._conditions(prompt, class_labels, negative_prompt, n, unconditional)
         if edit is not None and edit.ids[0].shape[0] == 1 and n > 1:
             edit = EditSpec([t.expand(n, -1) for t in edit.ids], edit.keep)
         if edit is not None and edit.ids[0].shape[0] != n:
             raise ConfigError(f"the edit has {edit.ids[0].shape[0]} images but {n} are requested")
         ids, step = [], None
-        for step in sample_scales(self.transformer, self.tokenizer, cond, n, settings, neg, edit,
-                                  self.autocast_dtype, generator):
-            ids.append(step.ids)
-            if callback_on_scale is not None:
-                callback_on_scale(step.scale, len(self.transformer.patch_nums), self._decode(step))
-        images = self._decode(step)
+        K = len(self.transformer.patch_nums)
+        with self._progress_bar(K) as bar:
+            for step in sample_scales(self.transformer, self.tokenizer, cond, n, settings, neg, edit,
+                                      self.autocast_dtype, generator):
+                ids.append(step.ids)
+                bar.update(1)
+                if callback_on_scale is not None:
+                    f_hat = step.f_hat.clone()
+                    callback_on_scale(step.scale, K, LazyImages(lambda f=f_hat: self._decode(f), n))
+        images = self._decode(step.f_hat)
         return PipelineOutput(images, ids if return_tokens else None, step.cond.value.cpu())
+
+    def _progress_bar(self, total: int):
+        from tqdm import tqdm
+        return tqdm(total=total, **{"desc": "scales", "leave": False, **self._progress_bar_config})
 
     @property
     def image_size(self) -> int:
@@ -240,11 +300,11 @@ class VARPipeline:
 
         mask: a picture (white = regenerate) of any size; or box=[y0,x0,y1,x1] relative with
         mode inpaint|outpaint; or extend=f to out-paint a border around the image. Without a
-        prompt or class the null condition is used (plain in/out-painting).
+        prompt or class the null condition is used (plain in/out-painting). Other keywords are
+        those of `__call__`.
         """
-        from .data.images import load_image
-        from .editing import (box_mask, extend_canvas, fit_image, keep_mask_from_pixels, mask_preview,
-                              picture_mask, read_mask_picture)
+        from .data.images import load_image, mask_picture
+        from .editing import box_mask, extend_canvas, fit_image, keep_mask_from_pixels, mask_preview, picture_mask
         size, side = self.image_size, self.transformer.patch_nums[-1]
         if isinstance(image, (str, Path)):
             image = load_image(image)
@@ -255,26 +315,17 @@ class VARPipeline:
             keep = keep_mask_from_pixels(inside, side)
         else:
             canvas = fit_image(image, size)
-            if box is not None:
-                keep = box_mask(box, side, mode)
-            else:
-                if isinstance(mask, (str, Path)):
-                    pic = read_mask_picture(mask)
-                elif isinstance(mask, Image.Image):
-                    pic = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
-                else:
-                    pic = torch.as_tensor(mask, dtype=torch.float32)
-                keep = picture_mask(pic, side)
+            keep = box_mask(box, side, mode) if box is not None else picture_mask(mask_picture(mask), side)
         ids = self.tokenizer.encode(canvas[None].to(self.device))
         unconditional = prompt is None and class_labels is None
         out = self(prompt=prompt, class_labels=class_labels, unconditional=unconditional,
                    edit=EditSpec(ids, keep), **kwargs)
-        out.source = to_pil(canvas[None].add(1).mul(0.5))[0]
+        out.source = to_pil(to_unit(canvas[None]))[0]
         out.mask = mask_preview(keep, size)
         return out
 
     @torch.inference_mode()
-    def _decode(self, step: ScaleStep) -> list[Image.Image]:
+    def _decode(self, f_hat: torch.Tensor) -> list[Image.Image]:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            img = self.tokenizer.fhat_to_img(step.f_hat)
-        return to_pil(img.float().add(1).mul(0.5))
+            img = self.tokenizer.fhat_to_img(f_hat)
+        return to_pil(to_unit(img))

@@ -2,7 +2,7 @@
 `recon.ImageMetric`. Generators: FID and friends in their own modules beside these."""
 
 from .metrics import CodebookUsage, MeanMeter, gaussian_window, psnr, ssim
-from .recon import ImageMetric, ReconResult, cli_eval_recon, evaluate_reconstruction, patch_nums_for
+from .recon import ImageMetric, ReconResult, evaluate_reconstruction, patch_nums_for
 
 __all__ = ["CodebookUsage", "MeanMeter", "gaussian_window", "psnr", "ssim", "ImageMetric", "ReconResult",
-           "cli_eval_recon", "evaluate_reconstruction", "patch_nums_for"]
+           "evaluate_reconstruction", "patch_nums_for"]

@@ -1,32 +1,23 @@
-"""`varclip eval ...` and `varclip sample-fid`: argument parsing and output only.
+"""`varclip eval NAME ...` and `varclip sample-fid`: argument parsing and output only.
 
-    varclip eval fid REF SAMPLES          FID, IS, precision/recall (folders, .npz batches, stats files)
-    varclip eval fid-stats SRC OUT.npz    save the Inception statistics of a set
-    varclip eval clip-score MANIFEST      CLIP score of (image, caption) pairs
-    varclip eval caption-bench ...        a text model on a caption set: FID + CLIP score
-    varclip eval tokens ...               per-scale teacher-forcing loss and token accuracy
-    varclip eval recon ...                tokenizer reconstruction (varclip.eval.recon)
-    varclip eval faithfulness ...         prompt faithfulness by retrieval (varclip.eval.faithfulness)
-
-Every command prints a table, or JSON with ``--json -``; ``--json FILE`` writes the JSON as well.
-Errors are one-line ValueErrors (the top-level `varclip` command prints them and exits 2).
+The commands are the registry `EVAL_COMMANDS` (name -> help, arguments, run). Every command
+prints a table, or JSON with ``--json -``; ``--json FILE`` writes the JSON as well. Errors are
+one-line ValueErrors (the top-level `varclip` command prints them and exits 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..devices import resolve_device
+from ..entry import add_model_args, add_sampling_args, pipeline_from_args
+from . import faithfulness, recon
 from .sample import cli_sample_fid  # noqa: F401 - re-exported for the top-level CLI
-
-SUBCOMMANDS = ("fid", "fid-stats", "clip-score", "caption-bench", "tokens", "recon", "faithfulness")
-
-
-def _device(name: str) -> str:
-    from .sample import resolve_device
-    return resolve_device(name)
 
 
 def _emit(result: Any, json_out: str | None) -> None:
@@ -40,10 +31,8 @@ def _emit(result: Any, json_out: str | None) -> None:
         Path(json_out).write_text(data + "\n")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
-    p.add_argument("--json", dest="json_out", help="also write the results as JSON to this file ('-': JSON only)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _inception_args(p: argparse.ArgumentParser) -> None:
@@ -62,8 +51,7 @@ def _positive(name: str, value: int | None) -> None:
 # ---------------------------------------------------------------------------- fid
 
 
-def _fid_parser(sub) -> None:
-    p = sub.add_parser("fid", help="FID, Inception Score and precision/recall between two sets")
+def _fid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", help="reference: image folder, caption manifest, .npz batch (arr_0) or stats (mu, sigma)")
     p.add_argument("sample", help="samples: the same kinds (e.g. samples_50000x256x256x3.npz)")
     _inception_args(p)
@@ -76,7 +64,7 @@ def _fid_parser(sub) -> None:
                                                   "center_crop_arr; for real-image folders)")
     p.add_argument("--recompute-stats", action="store_true",
                    help="ignore mu/sigma stored beside arr_0 and compute them from the images")
-    _common(p)
+    _device_arg(p)
 
 
 def cmd_fid(args: argparse.Namespace) -> Any:
@@ -84,22 +72,21 @@ def cmd_fid(args: argparse.Namespace) -> Any:
     from .inception import load_feature_extractor
     for name in ("batch_size", "k", "pr_max", "limit", "center_crop", "workers"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
-    ex = load_feature_extractor(args.inception, _device(args.device))
+    ex = load_feature_extractor(args.inception, resolve_device(args.device))
     return evaluate_fid(args.ref, args.sample, ex, args.batch_size, inception_score_on=not args.no_is,
                         pr=not args.no_pr, k=args.k, pr_max=args.pr_max, limit=args.limit,
                         center_crop=args.center_crop, recompute_stats=args.recompute_stats,
                         progress=not args.quiet, workers=args.workers)
 
 
-def _stats_parser(sub) -> None:
-    p = sub.add_parser("fid-stats", help="save the Inception statistics (mu, sigma) of a set to an .npz")
+def _stats_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="image folder, caption manifest or .npz batch")
     p.add_argument("out", help="output .npz (mu, sigma, num_images, extractor)")
     _inception_args(p)
     p.add_argument("--with-features", action="store_true", help="also store the features (for precision/recall)")
     p.add_argument("--center-crop", type=int, help="reference-batch crop of image files to N x N")
     p.add_argument("--limit", type=int, help="only the first N images")
-    _common(p)
+    _device_arg(p)
 
 
 class _StatsReport:
@@ -121,7 +108,7 @@ def cmd_fid_stats(args: argparse.Namespace) -> Any:
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     if not str(args.out).endswith(".npz"):
         raise ValueError(f"the statistics file must end in .npz, got {args.out}")
-    ex = load_feature_extractor(args.inception, _device(args.device))
+    ex = load_feature_extractor(args.inception, resolve_device(args.device))
     stats = compute_stats(args.source, ex, args.out, args.batch_size, args.center_crop, args.with_features,
                           args.limit, not args.quiet, args.workers)
     return _StatsReport(args.out, stats, args.source)
@@ -135,29 +122,26 @@ def _clip_arg(p: argparse.ArgumentParser) -> None:
                                                  "&vheads=N] (OpenAI layout) or hf:DIR (CLIPModel folder)")
 
 
-def _clip_parser(sub) -> None:
-    p = sub.add_parser("clip-score", help="CLIP score of (image, caption) pairs of a manifest")
+def _clip_score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", help="caption manifest (.jsonl/.csv/.txt), e.g. the samples.jsonl of sample-fid")
     _clip_arg(p)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, help="only the first N pairs")
     p.add_argument("--center-crop", type=int, help="reference-batch crop of each image to N x N first")
-    _common(p)
+    _device_arg(p)
 
 
 def cmd_clip_score(args: argparse.Namespace) -> Any:
     from .clip_score import load_clip_scorer, read_pairs, score_pairs
     for name in ("batch_size", "limit", "center_crop"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
-    scorer = load_clip_scorer(args.clip, _device(args.device))
+    scorer = load_clip_scorer(args.clip, resolve_device(args.device))
     pairs = read_pairs(args.manifest, args.limit)
     return score_pairs(scorer, pairs, args.batch_size, not args.quiet, args.manifest, args.center_crop)
 
 
-def _bench_parser(sub) -> None:
-    from .sample import add_model_args, add_sampling_args
-    p = sub.add_parser("caption-bench", help="a text model on a caption set: samples, FID and CLIP score")
-    add_model_args(p)
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p, required=True)
     p.add_argument("--captions", required=True, help="caption manifest whose images are the FID reference")
     _clip_arg(p)
     p.add_argument("--out", required=True, help="folder for the samples (resumable)")
@@ -167,21 +151,20 @@ def _bench_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=50, help="images per Inception forward pass")
     p.add_argument("--no-pr", action="store_true", help="skip precision/recall")
     p.add_argument("--no-real-clip", action="store_true", help="skip the CLIP score of the real images")
-    add_sampling_args(p)
-    p.add_argument("--json", dest="json_out", help="also write the results as JSON to this file ('-': JSON only)")
-    p.add_argument("--quiet", action="store_true")
+    add_sampling_args(p, "official_fid", skip=("per_sample_seeds",))
 
 
 def cmd_caption_bench(args: argparse.Namespace) -> Any:
     from .clip_score import caption_benchmark, load_clip_scorer
     from .inception import load_feature_extractor
-    from .sample import load_pipeline, settings_from_args
+    from .sample import settings_from_args
     for name in ("limit", "sample_batch_size", "batch_size"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
-    device = _device(args.device)
+    device = resolve_device(args.device)
     scorer = load_clip_scorer(args.clip, device)
     extractor = load_feature_extractor(args.inception, device)
-    pipe = load_pipeline(args, device)
+    pipe = pipeline_from_args(args)
+    pipe.set_progress_bar_config(disable=True)
     return caption_benchmark(pipe, args.captions, args.out, scorer, extractor, settings_from_args(args),
                              args.limit, args.sample_batch_size, args.batch_size, pr=not args.no_pr,
                              score_real=not args.no_real_clip, progress=not args.quiet,
@@ -191,10 +174,8 @@ def cmd_caption_bench(args: argparse.Namespace) -> Any:
 # ---------------------------------------------------------------------------- tokens
 
 
-def _tokens_parser(sub) -> None:
-    from .sample import add_model_args
-    p = sub.add_parser("tokens", help="per-scale teacher-forcing loss and token accuracy on a data set")
-    add_model_args(p)
+def _tokens_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p, required=True)
     p.add_argument("--data", required=True, help="class folders (class models) or a caption manifest (text models)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--limit", type=int, help="a random subset of N images")
@@ -202,16 +183,13 @@ def _tokens_parser(sub) -> None:
     p.add_argument("--null-cond", action="store_true", help="evaluate under the null (unconditional) condition")
     p.add_argument("--compare-null", action="store_true", help="also report the null condition's numbers")
     p.add_argument("--workers", type=int, default=0, help="data loader workers")
-    p.add_argument("--json", dest="json_out", help="also write the results as JSON to this file ('-': JSON only)")
-    p.add_argument("--quiet", action="store_true")
 
 
 def cmd_tokens(args: argparse.Namespace) -> Any:
-    from .sample import load_pipeline
     from .tokens import run_token_eval
     for name in ("batch_size", "limit"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
-    pipe = load_pipeline(args, _device(args.device))
+    pipe = pipeline_from_args(args)
     return run_token_eval(pipe, args.data, args.batch_size, args.limit, args.null_cond, args.compare_null,
                           args.workers, args.seed, not args.quiet)
 
@@ -219,40 +197,48 @@ def cmd_tokens(args: argparse.Namespace) -> Any:
 # ---------------------------------------------------------------------------- entry points
 
 
+@dataclass(frozen=True)
+class EvalCommand:
+    """One `varclip eval NAME`: its arguments and `run(args)`, which returns a result with
+    `table()` and `to_dict()` (printed, or written as JSON with --json) or raises a one-line
+    ValueError."""
+
+    help: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], Any]
+
+
+EVAL_COMMANDS: dict[str, EvalCommand] = {
+    "fid": EvalCommand("FID, Inception Score and precision/recall between two sets", _fid_args, cmd_fid),
+    "fid-stats": EvalCommand("save the Inception statistics (mu, sigma) of a set to an .npz", _stats_args,
+                             cmd_fid_stats),
+    "clip-score": EvalCommand("CLIP score of (image, caption) pairs of a manifest", _clip_score_args, cmd_clip_score),
+    "caption-bench": EvalCommand("a text model on a caption set: samples, FID and CLIP score", _bench_args,
+                                 cmd_caption_bench),
+    "tokens": EvalCommand("per-scale teacher-forcing loss and token accuracy on a data set", _tokens_args,
+                          cmd_tokens),
+    "recon": EvalCommand("tokenizer reconstruction: PSNR, SSIM, codebook usage, rFID", recon.add_args, recon.run),
+    "faithfulness": EvalCommand("prompt faithfulness: retrieval top-1/top-5 vs a shuffled-caption baseline",
+                                faithfulness.add_args, faithfulness.run),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="varclip eval", description="evaluate generators and tokenizers")
     sub = ap.add_subparsers(dest="command", required=True)
-    _fid_parser(sub)
-    _stats_parser(sub)
-    _clip_parser(sub)
-    _bench_parser(sub)
-    _tokens_parser(sub)
-    sub.add_parser("recon", help="tokenizer reconstruction: PSNR, SSIM, codebook usage", add_help=False)
-    sub.add_parser("faithfulness", help="prompt faithfulness: retrieval top-1/top-5 vs a shuffled-caption baseline",
-                   add_help=False)
+    for name, command in EVAL_COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        command.add_args(p)
+        p.add_argument("--json", dest="json_out", help="also write the results as JSON to this file ('-': JSON only)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
 
 
-COMMANDS = {"fid": cmd_fid, "fid-stats": cmd_fid_stats, "clip-score": cmd_clip_score,
-            "caption-bench": cmd_caption_bench, "tokens": cmd_tokens}
-
-
 def cli_eval(argv: list[str]) -> int:
-    """`varclip eval SUBCOMMAND ...`: prints a table (or JSON); errors raise one-line ValueErrors."""
-    argv = list(argv)
-    if argv and argv[0] == "faithfulness":
-        from .faithfulness import cli_faithfulness
-        return int(cli_faithfulness(argv[1:]) or 0)
-    if argv and argv[0] == "recon":
-        try:
-            from .recon import cli_eval_recon
-        except ImportError:
-            raise ValueError("`varclip eval recon` is not available in this installation") from None
-        return int(cli_eval_recon(argv[1:]) or 0)
-    args = build_parser().parse_args(argv)
-    result = COMMANDS[args.command](args)
-    _emit(result, args.json_out)
+    """`varclip eval NAME ...`: prints a table (or JSON); errors raise one-line ValueErrors."""
+    args = build_parser().parse_args(list(argv))
+    _emit(EVAL_COMMANDS[args.command].run(args), args.json_out)
     return 0
 
 
-__all__ = ["SUBCOMMANDS", "build_parser", "cli_eval", "cli_sample_fid"]
+__all__ = ["EVAL_COMMANDS", "EvalCommand", "build_parser", "cli_eval", "cli_sample_fid"]

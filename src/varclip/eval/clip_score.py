@@ -457,7 +457,8 @@ def caption_benchmark(pipe: Any, manifest: str | os.PathLike[str], out: str | os
     """Generate one image per caption of a manifest, then FID (+IS, P/R) against the manifest's own
     images (centre-cropped to the model's resolution) and the CLIP score of samples vs captions."""
     from .fid import FileImages, Input, NpzImages, evaluate_fid
-    from .sample import SampleSettings, caption_work_list, image_name, npz_name, sample_to_folder
+    from ..config import sampling_preset
+    from .sample import caption_work_list, image_name, npz_name, sample_to_folder
     if not pipe.is_text:
         raise ValueError("the caption benchmark needs a text-to-image model")
     records = read_pairs(manifest)
@@ -466,8 +467,8 @@ def caption_benchmark(pipe: Any, manifest: str | os.PathLike[str], out: str | os
         idx = sorted(np.random.default_rng(subset_seed).choice(len(records), limit, replace=False).tolist())
         records = [records[i] for i in idx]
         notes.append(f"a random subset of {limit} captions (seed {subset_seed})")
-    settings = settings or SampleSettings()
-    items = caption_work_list([c for _, c in records], 1, settings.seed)
+    settings = settings or sampling_preset("official_fid").replace(seed=0)
+    items = caption_work_list([c for _, c in records], 1, settings.seed or 0)
     out = Path(out)
     rep = sample_to_folder(pipe, items, out, settings, batch_size, model_id=model_id, progress=progress)
     size = pipe.image_size

@@ -14,17 +14,18 @@ as the baseline.
 from __future__ import annotations
 
 import argparse
-import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..data.captions import read_caption_manifest
-from ..data.images import load_image, pil_to_tensor
+from ..data.images import load_image, pil_to_tensor, to_unit
+from .metrics import Record
 
 FEATURE_SIDE = 16
 
@@ -56,7 +57,7 @@ def _hits(dist: torch.Tensor, targets: list[set[int]], k: int) -> float:
 
 @torch.inference_mode()
 def evaluate_faithfulness(pipe, train_manifest: str | Path, queries: list[str], split: str, seed: int = 0,
-                          batch: int = 16, cfg: float = 3.0, top_k: int = 0, top_p: float = 0.9,
+                          sampling: Any = None, batch: int = 16,
                           train_feats: tuple[torch.Tensor, list[str]] | None = None) -> FaithfulnessResult:
     records = read_caption_manifest(train_manifest).records
     if train_feats is None:
@@ -74,9 +75,8 @@ def evaluate_faithfulness(pipe, train_manifest: str | Path, queries: list[str], 
     targets = [set(captions_of[train_caps[j]]) for j in nearest]
     gen = []
     for i in range(0, len(queries), batch):
-        out = pipe(queries[i: i + batch], num_images=1, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed + i,
-                   per_sample_seeds=True)
-        gen.append(torch.stack([pil_to_tensor(im) for im in out.images]).add(1).mul(0.5))
+        out = pipe(queries[i: i + batch], sampling=sampling, seed=seed + i, per_sample_seeds=True)
+        gen.append(to_unit(torch.stack([pil_to_tensor(im) for im in out.images])))
     g = pixel_features(torch.cat(gen))
     dist = torch.cdist(g, feats)
     perm = list(range(len(queries)))
@@ -91,41 +91,42 @@ def evaluate_faithfulness(pipe, train_manifest: str | Path, queries: list[str], 
 
 def train_features(records) -> tuple[torch.Tensor, list[str]]:
     paths = sorted({str(image) for image, _ in records})
-    feats = [pixel_features(pil_to_tensor(load_image(p))[None].add(1).mul(0.5)) for p in paths]
+    feats = [pixel_features(to_unit(pil_to_tensor(load_image(p))[None])) for p in paths]
     return torch.cat(feats), paths
 
 
-def cli_faithfulness(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="varclip eval faithfulness",
-                                 description="prompt faithfulness by nearest-training-image retrieval")
+@dataclass
+class FaithfulnessReport(Record):
+    splits: list[FaithfulnessResult]
+
+    def table(self) -> str:
+        return "\n".join(r.table() for r in self.splits)
+
+
+def add_args(ap: argparse.ArgumentParser) -> None:
+    """`varclip eval faithfulness` (output and errors: `eval.cli`'s contract)."""
+    from ..entry import add_sampling_args
     ap.add_argument("--model", help="native model directory (default: the embedded model)")
     ap.add_argument("--train", required=True, help="the training caption manifest")
     ap.add_argument("--heldout", help="a held-out caption manifest (unseen captions)")
     ap.add_argument("--n", type=int, default=200, help="captions per split")
-    ap.add_argument("--cfg", type=float, default=3.0)
-    ap.add_argument("--top-k", type=int, default=0)
-    ap.add_argument("--top-p", type=float, default=0.9)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", help="write the results here")
-    args = ap.parse_args(argv)
-    from ..embedded import embedded_model_dir
-    from ..pipeline import VARPipeline
-    pipe = VARPipeline.from_pretrained(args.model or embedded_model_dir())
+    ap.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    add_sampling_args(ap, skip=("per_sample_seeds",))  # image i is drawn with seed + i
+
+
+def run(args: argparse.Namespace) -> FaithfulnessReport:
+    from ..entry import load_pipeline, sampling_from_args
+    pipe = load_pipeline(args.model, device=args.device)
+    pipe.set_progress_bar_config(disable=True)
     if not pipe.is_text:
         raise ValueError("prompt faithfulness needs a text-to-image model")
+    settings = pipe.sampling_config(sampling_from_args(args))
     rng = random.Random(args.seed)
     train_records = read_caption_manifest(args.train).records
     feats = train_features(train_records)
     splits = {"seen": sorted({caption for _, caption in train_records})}
     if args.heldout:
         splits["heldout"] = sorted({caption for _, caption in read_caption_manifest(args.heldout).records})
-    results = []
-    for name, caps in splits.items():
-        qs = rng.sample(caps, min(args.n, len(caps)))
-        res = evaluate_faithfulness(pipe, args.train, qs, name, args.seed, cfg=args.cfg, top_k=args.top_k,
-                                    top_p=args.top_p, train_feats=feats)
-        print(res.table())
-        results.append(asdict(res))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
-    return 0
+    return FaithfulnessReport([evaluate_faithfulness(pipe, args.train, rng.sample(caps, min(args.n, len(caps))), name,
+                                                     args.seed, settings, train_feats=feats)
+                               for name, caps in splits.items()])

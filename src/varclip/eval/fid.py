@@ -615,14 +615,11 @@ class RFIDMetric:
         self.real: list[np.ndarray] = []
         self.recon: list[np.ndarray] = []
 
-    @staticmethod
-    def _uint8(x: torch.Tensor) -> np.ndarray:
-        return x.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
     def update(self, real: torch.Tensor, recon: torch.Tensor) -> None:
         """Both (B, 3, H, W) in [0, 1]."""
-        self.real.append(self.extractor(self._uint8(real))[0].numpy())
-        self.recon.append(self.extractor(self._uint8(recon))[0].numpy())
+        from ..data.images import to_uint8
+        self.real.append(self.extractor(to_uint8(real))[0].numpy())
+        self.recon.append(self.extractor(to_uint8(recon))[0].numpy())
 
     def compute(self) -> dict[str, float]:
         if not self.real:

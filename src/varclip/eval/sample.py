@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import SamplingConfig, sampling_preset
+from ..devices import dtype_name
 from .metrics import Record
 
 SETTINGS_FILE = "sample_fid.json"
@@ -56,10 +58,8 @@ def class_work_list(num_classes: int, per_class: int, seed: int = 0,
                     classes: list[int] | None = None) -> list[WorkItem]:
     if per_class < 1:
         raise ValueError(f"--per-class must be >= 1, got {per_class}")
-    labels = list(range(num_classes)) if classes is None else list(classes)
-    for c in labels:
-        if not 0 <= c < num_classes:
-            raise ValueError(f"class {c} is outside the model's classes 0..{num_classes - 1}")
+    from ..pipeline import check_class_ids
+    labels = list(range(num_classes)) if classes is None else check_class_ids(classes, num_classes)
     return [WorkItem(i * per_class + j, seed + i * per_class + j, label=c)
             for i, c in enumerate(labels) for j in range(per_class)]
 
@@ -107,23 +107,6 @@ def shard_blocks(num_items: int, batch_size: int, rank: int, world_size: int) ->
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     blocks = [(s, min(num_items, s + batch_size)) for s in range(0, num_items, batch_size)]
     return [b for k, b in enumerate(blocks) if k % world_size == rank]
-
-
-@dataclass
-class SampleSettings:
-    """The sampling protocol (defaults: the official FID settings)."""
-
-    cfg: float = 1.5
-    cfg_schedule: Any = "linear"
-    top_k: int = 900
-    top_p: float = 0.96
-    temperature: float = 1.0
-    smooth: bool = False
-    seed: int = 0
-
-    def call_kwargs(self) -> dict[str, Any]:
-        return dict(cfg=self.cfg, cfg_schedule=self.cfg_schedule, top_k=self.top_k, top_p=self.top_p,
-                    temperature=self.temperature, smooth=self.smooth)
 
 
 def _work_hash(items: list[WorkItem]) -> str:
@@ -244,7 +227,7 @@ class SampleReport(Record):
         return "\n".join([head, *tail, *[f"note: {n}" for n in self.notes]])
 
 
-def sample_to_folder(pipe: Any, items: list[WorkItem], out: str | os.PathLike[str], settings: SampleSettings,
+def sample_to_folder(pipe: Any, items: list[WorkItem], out: str | os.PathLike[str], settings: SamplingConfig,
                      batch_size: int = 25, rank: int = 0, world_size: int = 1, model_id: str = "",
                      write_npz: bool = True, progress: bool = True, barrier: Any = None) -> SampleReport:
     """Generate this rank's share of `items` into `out` (see the module docstring).
@@ -264,10 +247,9 @@ def sample_to_folder(pipe: Any, items: list[WorkItem], out: str | os.PathLike[st
     if not is_text and any(it.label is None for it in items):
         raise ValueError("this is a class-conditional model: sample classes (--per-class), not captions")
     size = pipe.image_size
-    dtype = getattr(pipe, "autocast_dtype", None)
     record = {"model": model_id, "kind": "text" if is_text else "class", "num_images": n,
               "work_list": _work_hash(items), "image_size": size, **asdict(settings),
-              "dtype": "fp32" if dtype is None else str(dtype).removeprefix("torch."), "batch_size": batch_size,
+              "dtype": dtype_name(getattr(pipe, "autocast_dtype", None)), "batch_size": batch_size,
               "per_sample_seeds": True}
     report = SampleReport(str(out), n, rank, world_size)
     report.notes += _check_settings(out, record)
@@ -278,7 +260,6 @@ def sample_to_folder(pipe: Any, items: list[WorkItem], out: str | os.PathLike[st
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=mine, desc=f"sampling (rank {rank})" if world_size > 1 else "sampling", unit="img")
-    kw = settings.call_kwargs()
     try:
         for start, end in blocks:
             block = items[start:end]
@@ -290,7 +271,7 @@ def sample_to_folder(pipe: Any, items: list[WorkItem], out: str | os.PathLike[st
                 continue
             cond = dict(prompt=[it.caption for it in block]) if is_text else \
                 dict(class_labels=[int(it.label) for it in block])
-            res = pipe(**cond, num_images=1, seed=block[0].seed, per_sample_seeds=True, **kw)
+            res = pipe(**cond, sampling=settings, seed=block[0].seed, per_sample_seeds=True)
             todo = {it.index for it in missing}
             for it, img in zip(block, res.images):
                 if it.index in todo:
@@ -315,51 +296,10 @@ def sample_to_folder(pipe: Any, items: list[WorkItem], out: str | os.PathLike[st
 # ---------------------------------------------------------------------------- command line
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="native model directory or official transformer .pth")
-    p.add_argument("--vae", help="VQVAE: official .pth or native directory (with an official transformer)")
-    p.add_argument("--text-encoder", help="clip:PATH | minilm | hf:PATH (text models)")
-    p.add_argument("--resolution", type=int, help="256 or 512: the schedule of an official checkpoint")
-    p.add_argument("--patch-nums", help="explicit schedule of an official checkpoint, e.g. 1,2,3,4")
-    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
-    p.add_argument("--dtype", default="fp32", help="fp32 (exact) | bf16 | fp16 autocast")
-
-
-def add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cfg", type=float, default=1.5, help="guidance (official FID protocol: 1.5)")
-    p.add_argument("--cfg-schedule", default="linear", help="linear | constant | off_from:K | per-scale list")
-    p.add_argument("--top-k", type=int, default=900)
-    p.add_argument("--top-p", type=float, default=0.96)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--smooth", action="store_true", help="Gumbel smoothing (off in the official protocol)")
-    p.add_argument("--seed", type=int, default=0, help="image i is drawn with seed + i")
-
-
-def resolve_device(name: str, local_rank: int = 0) -> str:
-    if name == "auto":
-        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and local_rank:
-        return f"cuda:{local_rank}"
-    return name
-
-
-def load_pipeline(args: argparse.Namespace, device: str) -> Any:
-    from ..pipeline import VARPipeline
-    pn = None
-    if args.patch_nums:
-        try:
-            pn = tuple(int(v) for v in args.patch_nums.split(","))
-        except ValueError:
-            raise ValueError(f"--patch-nums takes comma-separated integers, got {args.patch_nums!r}") from None
-    return VARPipeline.from_pretrained(args.model, vae=args.vae, text_encoder=args.text_encoder,
-                                       resolution=args.resolution, patch_nums=pn, device=device, dtype=args.dtype)
-
-
-def settings_from_args(args: argparse.Namespace) -> SampleSettings:
-    from ..config import SamplingConfig
-    SamplingConfig(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature)  # validates
-    return SampleSettings(args.cfg, args.cfg_schedule, args.top_k, args.top_p, args.temperature, args.smooth,
-                          args.seed)
+def settings_from_args(args: argparse.Namespace) -> SamplingConfig:
+    """The official FID protocol, with what the command line changed."""
+    from ..entry import sampling_from_args
+    return sampling_preset("official_fid").replace(**sampling_from_args(args))
 
 
 def _parse_classes(text: str | None) -> list[int] | None:
@@ -398,9 +338,10 @@ def _dist_setup(args: argparse.Namespace) -> tuple[int, int, int, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ..entry import add_model_args, add_sampling_args
     p = argparse.ArgumentParser(prog="varclip sample-fid",
                                 description="generate the sample set for FID (sharded, resumable) and its .npz")
-    add_model_args(p)
+    add_model_args(p, required=True)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--per-class", type=int, help="images per class (class models; official: 50)")
     src.add_argument("--captions", help="caption manifest (.jsonl/.csv/.txt) for text models")
@@ -410,7 +351,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N captions")
     p.add_argument("--out", required=True, help="output folder (resumable)")
     p.add_argument("--batch-size", type=int, default=25, help="images per forward pass (keep it fixed across resumes)")
-    add_sampling_args(p)
+    add_sampling_args(p, "official_fid", skip=("per_sample_seeds",))  # always per-sample: see above
     p.add_argument("--rank", type=int, help="this process's shard (default: torchrun's RANK)")
     p.add_argument("--world-size", type=int, help="number of shards (default: torchrun's WORLD_SIZE)")
     p.add_argument("--no-npz", action="store_true", help="do not write the .npz sample batch")
@@ -437,11 +378,12 @@ def build_items(pipe: Any, args: argparse.Namespace) -> list[WorkItem]:
 
 def cli_sample_fid(argv: list[str]) -> int:
     """`varclip sample-fid ...`; errors are one-line ValueErrors."""
+    from ..entry import pipeline_from_args
     args = _parser().parse_args(argv)
     rank, world, local, barrier = _dist_setup(args)
-    device = resolve_device(args.device, local)
     settings = settings_from_args(args)
-    pipe = load_pipeline(args, device)
+    pipe = pipeline_from_args(args, local_rank=local)
+    pipe.set_progress_bar_config(disable=True)
     items = build_items(pipe, args)
     model_id = str(Path(args.model).expanduser().resolve())
     try:
@@ -460,7 +402,7 @@ def cli_sample_fid(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["WorkItem", "SampleSettings", "SampleReport", "class_work_list", "caption_work_list", "read_captions",
+__all__ = ["WorkItem", "SampleReport", "settings_from_args", "class_work_list", "caption_work_list", "read_captions",
            "image_name", "shard_blocks", "npz_name", "pack_npz", "sample_to_folder", "cli_sample_fid"]
 
 

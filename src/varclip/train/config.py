@@ -26,7 +26,8 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from ..config import ConfigError, TokenizerConfig, TransformerConfig, check_keys, from_dict, to_dict
+from ..config import (ConfigError, SamplingConfig, TokenizerConfig, TransformerConfig, check_keys, from_dict,
+                      to_dict)
 
 T = TypeVar("T")
 
@@ -181,10 +182,7 @@ class LoggingConfig:
     sample_every: int = 0  # steps between sample grids; 0: only at the end (if sample_count > 0)
     sample_count: int = 8
     # preview settings; also written to the exported model as its recommended "sampling"
-    sample_cfg: float = 4.0
-    sample_top_k: int = 900
-    sample_top_p: float = 0.95
-    sample_seed: int = 0
+    sample: SamplingConfig = field(default_factory=SamplingConfig)  # seed None: previews use seed 0
     sample_classes: list[int] = field(default_factory=list)  # class models (default: 0..n-1)
     sample_prompts: list[str] = field(default_factory=list)  # text models (default: data captions)
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import load_transformer, save_model_dir
-from ..config import ConfigError, SamplingConfig, TransformerConfig
+from ..config import ConfigError, TransformerConfig
 from ..model import Cond, VARTransformer
 from .batches import Batch, CachedData, ImageData, TrainData, rows_per_rank
 from .cache import TokenCache, cache_present, check_cache
@@ -398,11 +398,12 @@ class GeneratorTrainer(LoopTrainer):
         model = self.eval_model()
         if model is None:
             return None
-        from ..grid import make_grid, save_image_atomic, to_pil
+        from ..data.images import to_pil
+        from ..grid import make_grid, save_image_atomic
         from ..sampling import generate
         was_training = model.training
         cond, caps = self._sample_cond(lc.sample_count)
-        sc = SamplingConfig(cfg=lc.sample_cfg, top_k=lc.sample_top_k, top_p=lc.sample_top_p, seed=lc.sample_seed)
+        sc = lc.sample.replace(seed=lc.sample.seed or 0)  # comparable previews: seed 0 unless given
         model.eval()
         try:
             images, _, _ = generate(model, self.full_tokenizer(), cond, len(cond), sc,
@@ -423,8 +424,7 @@ class GeneratorTrainer(LoopTrainer):
             model = VARTransformer(self.tcfg)
         model.load_state_dict(sd)
         tok = self.full_tokenizer()
-        lc = self.cfg.logging  # the preview settings become the model's recommended ones
-        sampling = {"cfg": lc.sample_cfg, "top_k": lc.sample_top_k, "top_p": lc.sample_top_p}
+        sampling = self.cfg.logging.sample.recommended()  # the preview settings become the model's recommendation
         return save_model_dir(self.out / name, tok, model.eval(), self.text_encoder_spec(),
                               extra={**self._export_extra(steps_done), "sampling": sampling})
 
