@@ -17,6 +17,12 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
 
 
+def _silu(x: torch.Tensor) -> torch.Tensor:
+    """SiLU in place when no gradient flows: `x` is always a fresh temporary here, and
+    overwriting it saves a full-resolution allocation per call (the same bits either way)."""
+    return F.silu(x, inplace=not (torch.is_grad_enabled() and x.requires_grad))
+
+
 class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, dropout: float, groups: int):
         super().__init__()
@@ -28,9 +34,9 @@ class ResBlock(nn.Module):
         self.nin_shortcut = nn.Conv2d(cin, cout, 1, 1, 0) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.nin_shortcut(x) + h
+        h = self.conv1(_silu(self.norm1(x)))
+        h = self.conv2(self.dropout(_silu(self.norm2(h))))
+        return h.add_(self.nin_shortcut(x))  # = shortcut + h, into conv2's fresh output
 
 
 class AttnBlock(nn.Module):
@@ -46,6 +52,8 @@ class AttnBlock(nn.Module):
         B, C, H, W = x.shape
         q, k, v = self.qkv(self.norm(x)).view(B, 3, C, H * W).transpose(2, 3).unbind(1)  # each B,HW,C
         h = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=C ** -0.5)
+        # not in place: proj_out's output is channels-last here, and `x + out` keeps x's layout,
+        # which decides the next GroupNorm's summation order (its bits)
         return x + self.proj_out(h.squeeze(1).transpose(1, 2).reshape(B, C, H, W))
 
 
@@ -130,7 +138,7 @@ class Encoder(nn.Module):
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
         h = self.mid(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(_silu(self.norm_out(h)))
 
 
 class Decoder(nn.Module):
@@ -159,4 +167,4 @@ class Decoder(nn.Module):
             h = level(h)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(_silu(self.norm_out(h)))
