@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -69,8 +70,8 @@ def test_generate_over_http(text_app, tmp_path):
 def test_bad_requests_get_readable_messages(text_app):
     c = _client(text_app)
     for args, message in [(dict(prompt=""), "empty caption"),
-                          (dict(prompt="x", num_images=200), "greater than maximum"),
-                          (dict(prompt="x", top_p=3.0), "greater than maximum"),
+                          (dict(prompt="x", num_images=200), "the number of images must be between 1 and 8, got 200"),
+                          (dict(prompt="x", top_p=3.0), "top_p must be in [0, 1]"),
                           (dict(prompt="x", seed=1.5), None)]:
         kw = {**GEN, "class_id": None, **args}
         if message is None:  # Gradio rounds a float seed (precision=0): still answered
@@ -83,6 +84,40 @@ def test_bad_requests_get_readable_messages(text_app):
         c.predict(image=None, mode="inpaint", extend=1.5, prompt="", class_id=None, num_images=1, cfg=3.0,
                   top_k=10, top_p=0.9, seed=0, api_name="/edit")
     assert _alive(text_app)
+
+
+def _edit_args(**kw) -> dict:
+    return {**dict(image=None, mode="inpaint", extend=1.5, prompt="", class_id=None, num_images=1, cfg=3.0, top_k=10,
+                   top_p=0.9, seed=0), **kw}
+
+
+def test_rejected_inputs_are_one_log_line_each_in_our_words(text_app, tmp_path, capfd, caplog):
+    """Gradio's own checks gave "Could not preprocess input component ...", "Value -5 is less than
+    minimum value 0.0." and a traceback in the server log for each rejected input."""
+    (tmp_path / "notes.png").write_text("not an image")
+    upload = handle_file(str(tmp_path / "notes.png"))
+    cases = [("/generate", dict(prompt="x", cfg="abc"), "cfg must be a number, got 'abc'"),
+             ("/generate", dict(prompt="x", cfg=-5), "cfg must be a finite number >= 0"),
+             ("/generate", dict(prompt="x", seed="abc"), "the seed must be a whole number"),
+             ("/generate", dict(prompt="x", seed=2**70), "the seed must be at most 9223372036854775807"),
+             ("/generate", dict(prompt="x", num_images=0), "between 1 and 8"),
+             ("/edit", dict(image={"background": upload, "layers": [], "composite": upload}),
+              "the upload is not an image that can be read"),
+             ("/edit", dict(image=_editor_files(tmp_path), cfg="abc"), "cfg must be a number"),
+             ("/edit", dict(mode="sideways"), "unknown edit mode 'sideways'")]
+    c = _client(text_app)
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING, logger="varclip.app"):
+        for api, args, message in cases:
+            kw = {**GEN, "class_id": None, **args} if api == "/generate" else _edit_args(**args)
+            with pytest.raises(AppError) as e:
+                c.predict(**kw, api_name=api)
+            assert message in str(e.value), (args, str(e.value))
+            assert "Could not preprocess" not in str(e.value) and "None and" not in str(e.value)
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+    rejected = [r.getMessage() for r in caplog.records if r.name == "varclip.app"]
+    assert len(rejected) == len(cases) and all(m.startswith("rejected input: ") for m in rejected), rejected
 
 
 def _editor_files(tmp_path: Path, painted: bool = True) -> dict:

@@ -96,6 +96,17 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def _reject(message: str) -> Exception:
+    """A rejected input (`app_inputs.reject`): one line in the server log, the message in the
+    page, no traceback."""
+    from .app_inputs import reject
+    return reject(message)
+
+
+def _range(lo: int | None, hi: int | None) -> str:
+    return f"at most {hi}" if lo is None else f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+
+
 def _as_int(value: Any, name: str, lo: int | None = None, hi: int | None = None,
             allow_none: bool = False) -> int | None:
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -112,7 +123,7 @@ def _as_int(value: Any, name: str, lo: int | None = None, hi: int | None = None,
         raise InputError(f"{name} must be a whole number, got {value!r}")
     v = int(f)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise InputError(f"{name} must be between {lo} and {hi}, got {v}")
+        raise InputError(f"{name} must be {_range(lo, hi)}, got {v}")
     return v
 
 
@@ -297,7 +308,7 @@ class AppHandlers:
         except gr.Error:
             raise
         except (ValueError, FileNotFoundError) as e:  # ConfigError and bad pictures: the user's to fix
-            raise gr.Error(_first_line(e), print_exception=False) from None
+            raise _reject(_first_line(e)) from None
         except Exception as e:
             log.exception("varclip app: the pipeline failed")
             raise gr.Error(f"generation failed ({type(e).__name__}): {_first_line(e)}", print_exception=False) from None
@@ -320,7 +331,7 @@ class AppHandlers:
             if call.get("negative_prompt") and settings.cfg == 0:
                 _warn("the negative prompt has no effect with cfg = 0")
         except ValueError as e:  # InputError, and ConfigError from SamplingConfig
-            raise gr.Error(_first_line(e), print_exception=False) from None
+            raise _reject(_first_line(e)) from None
         yield (None, "starting ...", *(gr.skip(),) * 3)
         runner = self._run(self.pipe, call, 3)
         out, dt = yield from runner
@@ -358,7 +369,7 @@ class AppHandlers:
                 if mode == "extend" else {"mask": mask}
             n, settings, s = self._sampling(num_images, cfg, top_k, top_p, seed)
         except ValueError as e:  # InputError, and ConfigError from SamplingConfig
-            raise gr.Error(_first_line(e), print_exception=False) from None
+            raise _reject(_first_line(e)) from None
         yield (None, "starting ...", *(gr.skip(),) * 5)
         out, dt = yield from self._run(self.pipe.edit, {"image": source, **where, **cond, "num_images_per_prompt": n,
                                                         "sampling": settings}, 5)
@@ -405,10 +416,25 @@ def _info(message: str) -> None:
 # ---------------------------------------------------------------------------- the app
 
 
+def display_name(name: str | Path | None) -> str:
+    """What the page calls the model: a path by its last part (the server's folders are none of a
+    visitor's business), the embedded model by that name, any other name as it is."""
+    if not name:
+        return "in-memory model"
+    from .embedded import EMBEDDED
+    text = str(name)
+    if "/" not in text and os.sep not in text and not Path(text).exists():
+        return text
+    path = Path(text).expanduser()
+    if path.exists() and EMBEDDED.exists() and path.resolve() == EMBEDDED.resolve():
+        return "embedded emoji model"
+    return path.name or text
+
+
 def _model_line(pipe: Any, model_name: str | None) -> str:
     cfg = pipe.transformer.cfg
     kind = "text-to-image (type a caption)" if pipe.is_text else f"class-conditional ({cfg.num_classes} classes)"
-    name = model_name or getattr(pipe, "model_name", None) or "in-memory model"
+    name = display_name(model_name or getattr(pipe, "model_name", None))
     return (f"**Model:** `{name}` · {kind} · {pipe.image_size}×{pipe.image_size} px · "
             f"{len(pipe.transformer.patch_nums)} scales · {pipe.device}")
 
@@ -420,6 +446,7 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
     Text models get caption boxes, class models a class-id box. `note` (default: the pipeline's
     `model_note`, set on the random demo model) is shown as a banner."""
     gr = _gradio()
+    from .app_inputs import AppImageEditor, AppNumber, AppRadio, AppSlider
     if concurrency < 1 or max_queue < 1 or max_images < 1:
         raise ConfigError(f"concurrency, max_queue and max_images must be >= 1, got {concurrency}, {max_queue}, "
                           f"{max_images}")
@@ -446,19 +473,19 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
                                             elem_id="prompt", max_length=MAX_PROMPT_CHARS)
                         negative = gr.Textbox(label="Negative prompt (optional)", placeholder="blurry",
                                               visible=is_text, elem_id="negative", max_length=MAX_PROMPT_CHARS)
-                        class_id = gr.Number(label="Class id", value=0, precision=0, visible=not is_text,
+                        class_id = AppNumber(label="Class id", value=0, precision=0, visible=not is_text,
                                              info=f"0..{ncls - 1}; empty = a random class, -1 = unconditional",
                                              elem_id="class-id")
                         with gr.Row():
-                            num = gr.Slider(1, max_images, value=min(4, max_images), step=1,
+                            num = AppSlider(1, max_images, value=min(4, max_images), step=1,
                                             label="Number of images", elem_id="num-images")
-                            seed = gr.Number(label="Seed", value=0, precision=0, info="-1 = random", elem_id="seed")
+                            seed = AppNumber(label="Seed", value=0, precision=0, info="-1 = random", elem_id="seed")
                         with gr.Accordion("Sampling", open=True):
-                            cfg = gr.Slider(*cfg_range, value=rec.cfg, step=0.1, label="Guidance (cfg)",
+                            cfg = AppSlider(*cfg_range, value=rec.cfg, step=0.1, label="Guidance (cfg)",
                                             info="0 = no classifier-free guidance", elem_id="cfg")
-                            top_k = gr.Slider(0, top_k_max, value=min(rec.top_k, top_k_max), step=1,
+                            top_k = AppSlider(0, top_k_max, value=min(rec.top_k, top_k_max), step=1,
                                               label="Top-k", info="0 = off", elem_id="top-k")
-                            top_p = gr.Slider(0.0, 1.0, value=rec.top_p, step=0.01, label="Top-p", info="0 = off",
+                            top_p = AppSlider(0.0, 1.0, value=rec.top_p, step=0.01, label="Top-p", info="0 = off",
                                               elem_id="top-p")
                         with gr.Row():
                             go = gr.Button("Generate", variant="primary", elem_id="generate-btn")
@@ -479,31 +506,31 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
             with gr.Tab("Edit (in/out-painting)", id="edit", elem_id="tab-edit"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=3, min_width=300):
-                        editor = gr.ImageEditor(
+                        editor = AppImageEditor(
                             label="Image: paint over what to regenerate", type="pil", image_mode="RGBA",
                             sources=("upload", "clipboard"), format="png", layers=False, transforms=(),
                             brush=gr.Brush(default_size=max(3, pipe.image_size // 10), colors=["#ff2d95"],
                                            color_mode="fixed"), eraser=gr.Eraser(),
                             canvas_size=(512, 512), height=420, elem_id="editor")
-                        mode = gr.Radio(EDIT_MODES, value="inpaint", label="Mode", elem_id="edit-mode")
-                        extend = gr.Slider(1.1, 3.0, value=1.5, step=0.05, label="Extend factor",
+                        mode = AppRadio(EDIT_MODES, value="inpaint", label="Mode", elem_id="edit-mode")
+                        extend = AppSlider(1.1, 3.0, value=1.5, step=0.05, label="Extend factor",
                                            info="only for 'Extend the canvas': canvas size / image size",
                                            elem_id="extend")
                         e_prompt = gr.Textbox(label="Caption (optional; empty = unconditional)", visible=is_text,
                                               elem_id="edit-prompt", max_length=MAX_PROMPT_CHARS)
-                        e_class = gr.Number(label="Class id (optional)", value=-1, precision=0,
+                        e_class = AppNumber(label="Class id (optional)", value=-1, precision=0,
                                             visible=not is_text, info=f"0..{ncls - 1}; -1 or empty = unconditional",
                                             elem_id="edit-class-id")
                         with gr.Row():
-                            e_num = gr.Slider(1, max_images, value=min(4, max_images), step=1,
+                            e_num = AppSlider(1, max_images, value=min(4, max_images), step=1,
                                               label="Number of results", elem_id="edit-num-images")
-                            e_seed = gr.Number(label="Seed", value=0, precision=0, info="-1 = random",
+                            e_seed = AppNumber(label="Seed", value=0, precision=0, info="-1 = random",
                                                elem_id="edit-seed")
                         with gr.Accordion("Sampling", open=False):
-                            e_cfg = gr.Slider(*cfg_range, value=rec.cfg, step=0.1, label="Guidance (cfg)")
-                            e_top_k = gr.Slider(0, top_k_max, value=min(rec.top_k, top_k_max), step=1,
+                            e_cfg = AppSlider(*cfg_range, value=rec.cfg, step=0.1, label="Guidance (cfg)")
+                            e_top_k = AppSlider(0, top_k_max, value=min(rec.top_k, top_k_max), step=1,
                                                 label="Top-k")
-                            e_top_p = gr.Slider(0.0, 1.0, value=rec.top_p, step=0.01, label="Top-p")
+                            e_top_p = AppSlider(0.0, 1.0, value=rec.top_p, step=0.01, label="Top-p")
                         with gr.Row():
                             e_go = gr.Button("Edit", variant="primary", elem_id="edit-btn")
                             e_stop = gr.Button("Stop", variant="stop", elem_id="edit-stop-btn")
@@ -551,7 +578,7 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
 
         def send_to_edit(images, index):
             if not images:
-                raise gr.Error("generate an image first", print_exception=False)
+                raise _reject("generate an image first")
             img = images[min(max(int(index or 0), 0), len(images) - 1)]
             if isinstance(img, (str, Path)):
                 img = load_image(img)
