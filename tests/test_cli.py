@@ -46,6 +46,7 @@ def _run(*args):
     (["--class", "1", "--top-k", "-3"], "top_k must be >= 0"),
     (["a caption"], "class-conditional model"),
     (["--class", "1", "--dtype", "fp8"], "unknown dtype"),
+    (["--class", "1", "--cfg", "-5"], "cfg must be a finite number >= 0"),  # SamplingConfig's rule, as in Python and the app
 ])
 def test_generate_bad_input_is_one_line_exit_2(tiny_dir, tmp_path, args, needle):
     r = _run("generate", "--model", str(tiny_dir), "--out", str(tmp_path / "x.png"), "--quiet", *args)
