@@ -91,14 +91,11 @@ class TemplateCaptioner(Captioner):
 
 
 def resolve_device(device: str = "auto") -> str:
-    """'auto' -> cuda:LOCAL_RANK when CUDA is there (one GPU per torchrun process), else cpu."""
+    """`devices.resolve_device`: cuda:LOCAL_RANK under torchrun (one GPU per process)."""
     import torch
 
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
-    return "cpu"
+    from ..devices import resolve_device as resolve
+    return resolve(device, int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count()))
 
 
 def resolve_dtype(dtype: str, device: str):

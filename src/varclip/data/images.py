@@ -122,7 +122,7 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>") -> Image.Image:
         raise ValueError(f"cannot read image {name!r}: {_one_line(err)}") from err
 
 
-def resize_shorter_side(img: Image.Image, short: int) -> Image.Image:
+def resize_shorter_side(img: Image.Image, short: int, resample: int = Image.LANCZOS) -> Image.Image:
     """torchvision's Resize(int) on PIL: long side is truncated, not rounded."""
     w, h = img.size
     if w <= h:
@@ -131,7 +131,7 @@ def resize_shorter_side(img: Image.Image, short: int) -> Image.Image:
         new_w, new_h = int(short * w / h), short
     if (new_w, new_h) == (w, h):
         return img
-    return img.resize((new_w, new_h), Image.LANCZOS)
+    return img.resize((new_w, new_h), resample)
 
 
 def center_crop_box(width: int, height: int, size: int) -> tuple[int, int]:

@@ -53,17 +53,8 @@ class ClipScoreError(ValueError):
 def clip_preprocess(img: Image.Image, size: int, mean: Sequence[float] = OPENAI_MEAN,
                     std: Sequence[float] = OPENAI_STD, crop: int | None = None) -> torch.Tensor:
     """CLIP's transform: bicubic resize of the short side to `size`, centre crop, normalise."""
-    img = img.convert("RGB")
-    crop = crop or size
-    w, h = img.size
-    if w <= h:
-        nw, nh = size, int(size * h / w)
-    else:
-        nw, nh = int(size * w / h), size
-    if (nw, nh) != (w, h):
-        img = img.resize((nw, nh), Image.BICUBIC)
-    left, top = int(round((nw - crop) / 2.0)), int(round((nh - crop) / 2.0))
-    img = img.crop((left, top, left + crop, top + crop))
+    from ..data.images import center_crop, resize_shorter_side
+    img = center_crop(resize_shorter_side(img.convert("RGB"), size, Image.BICUBIC), crop or size)
     x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(255)
     m = torch.tensor(mean).view(3, 1, 1)
     s = torch.tensor(std).view(3, 1, 1)

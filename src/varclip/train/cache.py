@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import ConfigError, TokenizerConfig, from_dict, to_dict
 from ..data.base import skip_line
+from ..devices import parse_dtype
 from ..tokenizer import MultiScaleQuantizer
 from .checkpointing import atomic_write_text
 from .components import (
@@ -227,9 +228,7 @@ def build_cache(cfg: TrainConfig, out_dir: str | Path, batch_size: int = 64, sha
     encoder = None
     if cfg.data.kind == "text":
         encoder = load_frozen_text_encoder(cfg.model.text_encoder, tcfg.text_dim, env.device)
-    tdtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(text_dtype)
-    if tdtype is None:
-        raise ConfigError(f"unknown text dtype {text_dtype!r}; use fp32, fp16 or bf16")
+    tdtype = parse_dtype(text_dtype) or torch.float32
     id_dtype = torch.int16 if tcfg.vocab_size <= 2 ** 15 else torch.int32
     source = cfg.data.root if cfg.data.kind == "class" else cfg.data.manifest
     info: dict[str, Any] = {

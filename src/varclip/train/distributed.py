@@ -48,14 +48,10 @@ class DistEnv:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    """`devices.resolve_device` (this process's GPU under torchrun), made the current CUDA device."""
+    from ..devices import resolve_device as resolve
+    device = torch.device(resolve(name, local_rank % max(1, torch.cuda.device_count())))
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device cuda requested but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     return device
 

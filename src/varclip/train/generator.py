@@ -25,6 +25,7 @@ from torch import nn
 
 from ..checkpoints import load_transformer, save_model_dir
 from ..config import ConfigError, TransformerConfig
+from ..devices import parse_dtype
 from ..model import Cond, VARTransformer
 from .batches import Batch, CachedData, ImageData, TrainData, rows_per_rank
 from .cache import TokenCache, cache_present, check_cache
@@ -56,7 +57,6 @@ from .losses import Progressive, drop_mask, scale_index, token_loss
 from .optim import LRSchedule, build_optimizer, clip_grad_norm, peak_lr
 from .runner import LoopTrainer, parse_run_args, resolve_config_path, run_trainer, total_steps, train_cli
 
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _PREFIX = "model."
 
 
@@ -119,7 +119,7 @@ class GeneratorTrainer(LoopTrainer):
         its = self.schedule.total  # schedule iterations (micro-batches when they are counted)
         self.progressive = Progressive(self.patch_nums, its, lc.progressive_start_scales, lc.progressive_fraction,
                                        self.schedule.warmup_exact, lc.progressive_ramp_fraction * its)
-        self.autocast_dtype = AUTOCAST[cfg.precision]
+        self.autocast_dtype = parse_dtype(cfg.precision)
         self.scaler = make_grad_scaler(self.device.type, self.strategy == "fsdp") if cfg.precision == "fp16" else None
         self.ema = EMA(self.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.lvl = scale_index(self.patch_nums).to(self.device)

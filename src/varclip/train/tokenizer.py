@@ -31,6 +31,7 @@ import torch
 from ..checkpoints import load_tokenizer, save_model_dir
 from ..config import ConfigError, TokenizerConfig, from_dict, named_tokenizer, to_dict
 from ..data.images import mix_seed
+from ..devices import parse_dtype
 from ..data.sources import image_source_dataset
 from ..tokenizer import VQTokenizer
 from .checkpointing import Checkpoint, CheckpointManager, seed_everything
@@ -44,7 +45,6 @@ from .tokenizer_losses import (PatchDiscriminator, PerceptualLoss, adaptive_gan_
                                build_perceptual_loss, gan_active, hinge_d_loss, hinge_g_loss, quantizer_residuals,
                                reseed_dead_codes)
 
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16}
 
 # --------------------------------------------------------------------------- the model
 
@@ -134,7 +134,7 @@ class TokenizerTrainer(LoopTrainer):
         self.total = total_steps(cfg.schedule, self.data.steps_per_epoch)
         self.schedule = LRSchedule.from_config(cfg.schedule, self.total)
         self.schedule_d = LRSchedule.from_config(cfg.schedule, self.total)
-        self.autocast_dtype = AUTOCAST[cfg.precision]
+        self.autocast_dtype = parse_dtype(cfg.precision)
         self.ckpt = CheckpointManager(self.out / "checkpoints", cfg.checkpoint.keep_last, env)
         V, K = self.tok.cfg.vocab_size, len(self.tok.patch_nums)
         self.hits = torch.zeros(K, V, device=self.device)  # code hits since the last metrics record
