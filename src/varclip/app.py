@@ -41,6 +41,7 @@ from PIL import Image
 from .config import ConfigError, SamplingConfig, sampling_preset
 from .data.images import center_crop, load_image, to_rgb
 from .entry import DEMO_NOTE
+from .errors import first_line as _first_line
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,6 @@ def load_pipeline(model: str | Path | None = None, vae: str | None = None, text_
 
 
 # ---------------------------------------------------------------------------- input checks
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _reject(message: str) -> Exception:

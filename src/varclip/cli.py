@@ -12,11 +12,8 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .config import ConfigError
 from .errors import run_cli
-
-
-class UsageError(ValueError):
-    pass
 
 
 # ---------------------------------------------------------------------------- generate
@@ -53,7 +50,7 @@ def _box(text: str | None) -> list[float] | None:
     try:
         return [float(v) for v in text.split(",")] if text else None
     except ValueError:
-        raise UsageError(f"--box takes y0,x0,y1,x1 in [0,1], got {text!r}") from None
+        raise ConfigError(f"--box takes y0,x0,y1,x1 in [0,1], got {text!r}") from None
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
@@ -122,7 +119,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     elif args.case:
         report = run_case(args.case)
     else:
-        raise UsageError("give a case folder or --layouts FILE")
+        raise ConfigError("give a case folder or --layouts FILE")
     print(json.dumps(report, indent=1))
     return 0 if report["ok"] else 1
 

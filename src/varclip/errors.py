@@ -25,10 +25,15 @@ class OptionError(ValueError):
         return self.template.replace("{option}", self.cli)
 
 
+def first_line(err: BaseException, text: str | None = None) -> str:
+    """The first line of `text` (default: the error's message), else the error's type name."""
+    text = (str(err) if text is None else text).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def cli_text(err: BaseException) -> str:
     """The first line of an error as a command-line user should read it."""
-    text = err.cli_message if isinstance(err, OptionError) else str(err)
-    return text.splitlines()[0] if text else type(err).__name__
+    return first_line(err, err.cli_message if isinstance(err, OptionError) else None)
 
 
 def report_error(prog: str, err: BaseException) -> int:

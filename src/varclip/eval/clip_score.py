@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ..errors import first_line
 from ..text.clip import ClipTransformer, count_blocks, default_heads, load_tower
 from .metrics import Record
 
@@ -241,8 +242,7 @@ class HFClipScorer(ClipScorer):
                 self.model, info = transformers.CLIPModel.from_pretrained(str(path), local_files_only=True,
                                                                           output_loading_info=True)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ClipScoreError(f"cannot load a CLIPModel from {path}: {first}") from None
+            raise ClipScoreError(f"cannot load a CLIPModel from {path}: {first_line(e)}") from None
         missing = list(info.get("missing_keys") or [])
         if missing:
             raise ClipScoreError(f"{path} lacks {len(missing)} CLIP weights (e.g. {missing[0]})")

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import first_line
 from ..weights import file_digest, is_torchscript, torchscript_state, unwrap_state_dict
 
 INPUT_SIZE = 299
@@ -253,8 +254,7 @@ def read_inception_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             return torchscript_state(path)
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any reader failure means "not a weight file we can read"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InceptionError(f"cannot read Inception weights from {path}: {first}") from None
+        raise InceptionError(f"cannot read Inception weights from {path}: {first_line(e)}") from None
     return unwrap_state_dict(obj, path, InceptionError, containers=("state_dict", "model"))
 
 

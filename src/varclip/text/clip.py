@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import first_line
 from ..weights import is_torchscript, torchscript_state, unwrap_state_dict
 
 Activation = Literal["gelu", "quickgelu"]
@@ -179,8 +180,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ClipLoadError(f"cannot read weights from {path}: not a tensor file, or it holds Python objects "
                             "that safe loading refuses (re-save its state_dict)") from None
     except Exception as e:  # noqa: BLE001 - any reader failure means "not a weight file we can read"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ClipLoadError(f"cannot read weights from {path}: {first}") from None
+        raise ClipLoadError(f"cannot read weights from {path}: {first_line(e)}") from None
     return unwrap_state_dict(obj, path, ClipLoadError)
 
 

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ConfigError, parse_bool
+from ..errors import first_line
 from ..weights import file_digest
 from .bpe import ClipTokenizer
 from .clip import ACTIVATIONS, ClipLoadError, ClipTextTower, load_clip_text_tower
@@ -226,11 +227,6 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 class HFTextEncoder(TextEncoder):
     """A local transformers folder: CLIP text models -> ``text_embeds``, others -> masked mean.
 
@@ -250,7 +246,7 @@ class HFTextEncoder(TextEncoder):
         try:
             cfg = json.loads((path / "config.json").read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise TextEncoderError(f"unreadable config.json in {path}: {_one_line(e)}") from None
+            raise TextEncoderError(f"unreadable config.json in {path}: {first_line(e)}") from None
         model_type = cfg.get("model_type", "")
         if not model_type:
             raise TextEncoderError(f"{path}/config.json has no model_type: not a transformers model folder")
@@ -268,7 +264,7 @@ class HFTextEncoder(TextEncoder):
         except ImportError:
             raise TextEncoderError(f"the '{kind}' text encoder needs transformers (pip install 'transformers>=4.40')") from None
         except (OSError, ValueError, KeyError, RuntimeError) as e:
-            raise TextEncoderError(f"cannot load a text model from {path}: {_one_line(e)}") from None
+            raise TextEncoderError(f"cannot load a text model from {path}: {first_line(e)}") from None
         self.model.to(self.device).eval().requires_grad_(False)
         self.hf_tokenizer, self.clip_tokenizer = self._load_tokenizer(path)
         self.max_length = max_length or self._default_max_length(path)
@@ -313,7 +309,7 @@ class HFTextEncoder(TextEncoder):
             try:
                 return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True), None
             except (OSError, ValueError) as e:
-                raise TextEncoderError(f"cannot load the tokenizer in {path}: {_one_line(e)}") from None
+                raise TextEncoderError(f"cannot load the tokenizer in {path}: {first_line(e)}") from None
         if self.is_clip:
             # A CLIP text model saved without tokenizer files: CLIP's vocabulary is fixed, so use ours.
             if self.model.config.vocab_size < 49408:
@@ -425,10 +421,10 @@ class SpecKind:
 
 
 def bool_option(key: str, value: str) -> bool:
-    from ..config import FALSE_WORDS, TRUE_WORDS
-    if value.strip().lower() not in TRUE_WORDS | FALSE_WORDS:
-        raise TextEncoderError(f"option {key}={value!r} is not a boolean (use 1/0)")
-    return value.strip().lower() in TRUE_WORDS
+    try:
+        return parse_bool(value, f"option {key}")
+    except ConfigError as e:
+        raise TextEncoderError(str(e)) from None
 
 
 def int_option(key: str, value: str) -> int:
@@ -441,17 +437,9 @@ def str_option(key: str, value: str) -> str:
     return value  # checked by the builder
 
 
-def choice_option(*choices: str) -> Callable[[str, str], str]:
-    def parse(key: str, value: str) -> str:
-        if value not in choices:
-            raise TextEncoderError(f"option {key}={value!r}: use one of {', '.join(choices)}")
-        return value
-    return parse
-
-
 TEXT_ENCODERS: dict[str, SpecKind] = {
     "clip": SpecKind(lambda path, **kw: ClipTextEncoder(path, **kw),
-                     {"variant": Option("variant", choice_option("varclip", "openai")),
+                     {"variant": Option("variant", str_option),
                       "act": Option("activation", str_option),
                       "norm": Option("normalize", bool_option), "heads": Option("heads", int_option)},
                      "clip:PATH[?variant=varclip|openai&act=gelu|quickgelu&norm=1&heads=N]"),
