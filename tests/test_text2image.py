@@ -103,6 +103,7 @@ def test_unconditional_cli_for_text_models(text_pipe, tmp_path, monkeypatch):
     d = save_model_dir(tmp_path / "t2i", text_pipe.tokenizer, text_pipe.transformer, text_encoder="minilm")
     out = tmp_path / "u.png"
     assert main(["generate", "--unconditional", "--n", "2", "--model", str(d), "--out", str(out), "--quiet"]) == 0
+    assert main(["generate", "", "--unconditional", "--model", str(d), "--out", str(out), "--quiet"]) == 0
     assert out.is_file()
     assert main(["generate", "a cat", "--unconditional", "--model", str(d), "--out", str(out), "--quiet"]) == 2
     assert main(["generate", "a cat", "--negative", "", "--model", str(d), "--out", str(out), "--quiet"]) == 2

@@ -25,15 +25,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .grid import save_images
     pipe = pipeline_from_args(args)
     pipe.set_progress_bar_config(disable=args.quiet)
-    if args.unconditional:
-        call = dict(unconditional=True, prompt=args.prompts or None, class_labels=args.classes or None,
-                    negative_prompt=args.negative)
-    elif pipe.is_text:
-        call = dict(prompt=args.prompts, negative_prompt=args.negative, class_labels=args.classes or None)
-    else:
-        call = dict(prompt=args.prompts or None, negative_prompt=args.negative, class_labels=args.classes or None)
+    prompts = [p for p in args.prompts if p.strip()] if args.unconditional else args.prompts  # "" = no caption
     t0 = time.perf_counter()
-    out = pipe(**call, num_images_per_prompt=args.n, sampling=sampling_from_args(args))
+    out = pipe(prompts or None, class_labels=args.classes or None, negative_prompt=args.negative,
+               unconditional=args.unconditional, num_images_per_prompt=args.n, sampling=sampling_from_args(args))
     dt = time.perf_counter() - t0
     if args.unconditional:
         captions = None
