@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -133,6 +135,22 @@ def test_a_sidecar_of_other_weights_is_refused(tiny_pipeline, tmp_path):
     save_official(sd, tmp_path / "var.pth")  # our writer drops the stale sidecar
     assert not (tmp_path / "var.varclip.json").exists()
     assert transformer_from_official(tmp_path / "var.pth").patch_nums == tiny_pipeline.transformer.patch_nums
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps (Linux)")
+def test_official_files_load_memory_mapped_without_a_second_copy(tiny_pipeline, tmp_path):
+    export_official(tmp_path, tiny_pipeline.tokenizer, tiny_pipeline.transformer)
+    model, tok = transformer_from_official(tmp_path / "var.pth"), tokenizer_from_official(tmp_path / "vae.pth")
+    maps = Path("/proc/self/maps").read_text()
+    assert str(tmp_path / "var.pth") in maps and str(tmp_path / "vae.pth") in maps  # weights read in place
+    assert torch.equal(model.head.weight, tiny_pipeline.transformer.head.weight)
+    assert torch.equal(model.block_causal_mask(), tiny_pipeline.transformer.block_causal_mask())
+    assert torch.equal(tok.decoder.conv_in.weight, tiny_pipeline.tokenizer.decoder.conv_in.weight)
+    del model, tok
+    assert str(tmp_path / "var.pth") not in Path("/proc/self/maps").read_text()
+    sd = read_official(tmp_path / "var.pth")  # a plain dict is read into memory: safe to rewrite the file
+    torch.save(sd, tmp_path / "var.pth")
+    assert torch.equal(sd["head.weight"], tiny_pipeline.transformer.head.weight)
 
 
 def test_export_writes_official_buffers(tiny_pipeline, tmp_path):

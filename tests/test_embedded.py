@@ -71,3 +71,26 @@ def test_empty_captions_are_refused_in_one_line(caption, capsys):
     assert main(["generate", caption, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "empty" in err and "Traceback" not in err
+
+
+def _modules_after(code: str) -> set[str]:
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+                         capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_loading_a_model_imports_nothing_heavy():
+    """Loading builds the modules without initialising them (not on the meta device, whose ops
+    import torch._dynamo, about a second of a fresh process) and needs no text stack."""
+    mods = _modules_after("from varclip.checkpoints import load_model_dir\n"
+                          "from varclip.embedded import EMBEDDED\nload_model_dir(EMBEDDED)")
+    assert not mods & {"torch._dynamo", "transformers", "scipy", "gradio", "matplotlib"}
+
+
+def test_the_default_generate_path_imports_no_app_or_training_stack(tmp_path):
+    mods = _modules_after("from varclip.cli import main\n"
+                          f"main(['generate', 'red apple', '--quiet', '--out', {str(tmp_path / 'x.png')!r}])")
+    assert (tmp_path / "x.png").is_file()
+    assert not mods & {"gradio", "matplotlib", "pandas", "tensorboard", "torchvision", "sklearn"}

@@ -51,13 +51,18 @@ def _schedule_error(template: str) -> CheckpointOptionError:
 # ---------------------------------------------------------------------------- reading files
 
 
-def read_official(path: str | Path) -> dict[str, torch.Tensor]:
-    """An official .pth as a flat state dict (VAR-CLIP's {'trainer': {'var_wo_ddp': sd}} unwrapped)."""
+def read_official(path: str | Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """An official .pth as a flat state dict (VAR-CLIP's {'trainer': {'var_wo_ddp': sd}} unwrapped).
+
+    mmap=True (the model loaders): the tensors stay mapped from the file, read on first use;
+    the file must then be replaced (as `save_official` does), not rewritten in place, while
+    they are alive. A plain dict for the caller is read into memory.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load(path, mmap)
     except Exception as e:  # corrupt file, pickle with code, not a torch file
         raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint: corrupt, not a torch file, or it "
                               f"holds Python objects, which varclip never unpickles ({type(e).__name__})") from None
@@ -66,6 +71,40 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: not a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _torch_load(path: Path, mmap: bool) -> Any:
+    """torch.load, memory-mapped if asked and the format allows it (zip files, as torch.save
+    writes since 1.6): tensors are read from the page cache on first use, not copied in."""
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # the legacy (pre-zip) format cannot be mapped
+            pass
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class _NoInit(torch.overrides.TorchFunctionMode):
+    """Every torch.nn.init function returns its tensor untouched (see `_assigned`)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else next(iter(kwargs.values()))
+        return func(*args, **kwargs)
+
+
+def _assigned(build: Callable[[], Any], sd: dict[str, torch.Tensor], what: str) -> Any:
+    """`build()` without weight initialisation, then the tensors of `sd` assigned, in eval mode.
+
+    No second copy: memory-mapped float32 tensors stay mapped and the never-initialised
+    weights are never touched (so never resident). Not a meta-device build: meta ops run
+    through torch's Python references, which import torch._dynamo (about a second).
+    """
+    with _NoInit():
+        module = build()
+    _load_strict(module, sd, what, assign=True)
+    return module.eval()
 
 
 def kind_of(sd: dict[str, torch.Tensor]) -> str:
@@ -119,13 +158,11 @@ def tokenizer_from_official(path_or_sd: str | Path | dict, patch_nums: tuple[int
     cfg = tokenizer_config_from_state(sd, patch_nums)
     if record.get("tokenizer"):
         cfg = _recorded_config(TokenizerConfig, record, "tokenizer", patch_nums)
-    tok = VQTokenizer(cfg)
     sd = dict(sd)
     ema = sd.get("quantize.ema_vocab_hit_SV")
     if ema is not None and ema.shape[0] != len(cfg.patch_nums):  # usage stats of another schedule
         sd["quantize.ema_vocab_hit_SV"] = torch.zeros(len(cfg.patch_nums), ema.shape[1])
-    _load_strict(tok, sd, "tokenizer")
-    return tok.eval()
+    return _assigned(lambda: VQTokenizer(cfg), sd, "tokenizer")
 
 
 def _host(t: torch.Tensor) -> torch.Tensor:
@@ -255,7 +292,7 @@ def _official_input(path_or_sd: str | Path | dict, record: dict[str, Any] | None
                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if isinstance(path_or_sd, dict):
         return path_or_sd, record or {}
-    sd = read_official(path_or_sd)
+    sd = read_official(path_or_sd, mmap=True)
     return sd, record if record is not None else read_sidecar(path_or_sd)
 
 
@@ -317,9 +354,6 @@ def transformer_from_official(path_or_sd: str | Path | dict, resolution: int | N
     if record.get("transformer"):
         cfg = _recorded_config(TransformerConfig, record, "transformer", cfg.patch_nums if patch_nums or resolution
                                else None)
-    with torch.device("meta"):
-        model = VARTransformer(cfg)
-    model = model.to_empty(device="cpu")
     ours = {}
     for k, v in sd.items():
         if k in ("lvl_1L", "attn_bias_for_masking") or k.endswith("attn.zero_k_bias"):
@@ -328,13 +362,7 @@ def transformer_from_official(path_or_sd: str | Path | dict, resolution: int | N
             if k.startswith(new):
                 k = old + k[len(new):]
         ours[k] = v
-    _load_strict(model, ours, "transformer", assign=True)
-    _rebuild_buffers(model)
-    return model.eval()
-
-
-def _rebuild_buffers(model: VARTransformer) -> None:
-    model.init_buffers()
+    return _assigned(lambda: VARTransformer(cfg, init=False), ours, "transformer")
 
 
 def transformer_to_official(model: VARTransformer) -> dict[str, torch.Tensor]:
@@ -494,16 +522,14 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu"
     cfg = read_model_config(path)
     tok = model = None
     if cfg.get("tokenizer"):
-        tok = VQTokenizer(from_dict(TokenizerConfig, cfg["tokenizer"], "tokenizer"))
-        _load_strict(tok, _read_safetensors(path / "tokenizer.safetensors"), "tokenizer")
-        tok = tok.to(device).eval()
+        tcfg = from_dict(TokenizerConfig, cfg["tokenizer"], "tokenizer")
+        tok = _assigned(lambda: VQTokenizer(tcfg), _read_safetensors(path / "tokenizer.safetensors"), "tokenizer")
+        tok = tok.to(device)
     if cfg.get("transformer"):
-        with torch.device("meta"):
-            model = VARTransformer(from_dict(TransformerConfig, cfg["transformer"], "transformer"))
-        model = model.to_empty(device="cpu")
-        _load_strict(model, _read_safetensors(path / "transformer.safetensors"), "transformer", assign=True)
-        _rebuild_buffers(model)
-        model = model.to(device).eval()
+        mcfg = from_dict(TransformerConfig, cfg["transformer"], "transformer")
+        model = _assigned(lambda: VARTransformer(mcfg, init=False), _read_safetensors(path / "transformer.safetensors"),
+                          "transformer")
+        model = model.to(device)
     return tok, model, cfg
 
 

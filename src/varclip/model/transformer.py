@@ -20,7 +20,8 @@ from .conditioning import ClassConditioning, Cond, TextConditioning
 
 
 class VARTransformer(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, cfg: TransformerConfig, init: bool = True):
+        """init=False skips the weight initialisation (loaders assign the weights right after)."""
         super().__init__()
         self.cfg = cfg
         C, K = cfg.embed_dim, len(cfg.patch_nums)
@@ -46,12 +47,12 @@ class VARTransformer(nn.Module):
         self.register_buffer("lvl_1L", torch.empty(1, self.L, dtype=torch.long), persistent=False)
         self.register_buffer("attn_bias", torch.empty(1, 1, self.L, self.L), persistent=False)
         self.init_buffers()
-        init_weights(self)
+        if init:
+            init_weights(self)
 
     def init_buffers(self, device: torch.device | str | None = None) -> None:
         """Build the derived buffers (token levels, block-causal mask, zero key biases) on `device`
-        (default: where they are). Loaders build the model on the meta device, assign the
-        weights, then call this with the weights' device."""
+        (default: where they are), e.g. after a meta-device build whose weights were assigned."""
         device = torch.device(device) if device is not None else self.lvl_1L.device
         lvl = torch.cat([torch.full((p * p,), i, device=device) for i, p in enumerate(self.patch_nums)])
         self.lvl_1L = lvl.view(1, self.L)
