@@ -134,7 +134,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .entry import load_pipeline
     from .grid import save_images
     t0 = time.perf_counter()
-    pipe = load_pipeline(device=args.device, demo_if_missing=True)
+    pipe = load_pipeline(device=args.device, demo_if_missing=True, fast=args.fast)
     pipe.set_progress_bar_config(disable=True)
     if getattr(pipe, "model_note", None):  # random weights: the machinery, not quality
         res = pipe(class_labels=list(range(8)), sampling=dict(cfg=1.5, top_k=0, top_p=0.0, seed=0))
@@ -172,7 +172,7 @@ def _passthrough(module: str, fn: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .entry import _schedule_arg, add_model_args, add_sampling_args
+    from .entry import _schedule_arg, add_fast_arg, add_model_args, add_sampling_args
     ap = argparse.ArgumentParser(prog="varclip", description="Image generation by next-scale prediction (VAR, VAR-CLIP).")
     ap.add_argument("--version", action="version", version=f"varclip {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -231,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="generate a grid with the embedded model")
     d.add_argument("--out", default="out/demo.png")
     d.add_argument("--device", default="auto")
+    add_fast_arg(d)
     d.set_defaults(fn=cmd_demo)
 
     for name, (module, fn, help_) in PASSTHROUGH.items():

@@ -87,8 +87,9 @@ def _schedule_arg(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_model_args(p: argparse.ArgumentParser, required: bool = False, official: bool = True) -> None:
-    """--model, --vae, --text-encoder, (--resolution, --patch-nums,) --device, --dtype."""
+def add_model_args(p: argparse.ArgumentParser, required: bool = False, official: bool = True, fast: bool = True
+                   ) -> None:
+    """--model, --vae, --text-encoder, (--resolution, --patch-nums,) --device, --dtype, (--fast)."""
     from .text.encoders import spec_help
     default = "" if required else " (default: the embedded model)"
     p.add_argument("--model", required=required, help=f"native model directory or official transformer .pth{default}")
@@ -99,6 +100,15 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = False, official:
         p.add_argument("--patch-nums", type=_schedule_arg, help="explicit schedule of an official checkpoint, e.g. 1,2,3,4")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--dtype", default="fp32", help=f"{' | '.join(DTYPE_CHOICES)} (fp32: exact; others: autocast)")
+    if fast:
+        add_fast_arg(p)
+
+
+def add_fast_arg(p: argparse.ArgumentParser) -> None:
+    """--fast: the FastConfig preset (varclip.fast), for commands that load a pipeline."""
+    p.add_argument("--fast", action="store_true",
+                   help="the fast preset: about 2x faster for a small measured quality cost (docs/benchmarks.md); "
+                        "default: exact mode")
 
 
 # ---------------------------------------------------------------------------- loading
@@ -128,9 +138,10 @@ def demo_pipeline(device: str = "cpu") -> Any:
 
 def load_pipeline(model: str | Path | None = None, vae: str | Path | None = None, text_encoder: str | None = None,
                   resolution: int | None = None, patch_nums: tuple[int, ...] | None = None, device: str = "auto",
-                  dtype: str | None = None, demo_if_missing: bool = False, local_rank: int = 0) -> Any:
+                  dtype: str | None = None, demo_if_missing: bool = False, local_rank: int = 0,
+                  fast: bool = False) -> Any:
     """The pipeline of an entry point: `model`, else the embedded model, else (demo_if_missing)
-    the random demo model. Missing files are one-line errors naming them."""
+    the random demo model. Missing files are one-line errors naming them. fast: `enable_fast()`."""
     from .pipeline import VARPipeline
     for what, path in (("model", model), ("VQVAE", vae)):
         if path is not None and not Path(path).expanduser().exists():
@@ -142,18 +153,19 @@ def load_pipeline(model: str | Path | None = None, vae: str | Path | None = None
         except ConfigError:
             if not demo_if_missing:
                 raise
-            return demo_pipeline(device)
+            return demo_pipeline(device).enable_fast(fast)
     pipe = VARPipeline.from_pretrained(model, vae=vae, text_encoder=text_encoder, resolution=resolution,
                                        patch_nums=patch_nums, device=device, dtype=dtype)
     pipe.model_name = str(model)
-    return pipe
+    return pipe.enable_fast(fast)
 
 
 def pipeline_from_args(args: argparse.Namespace, demo_if_missing: bool = False, local_rank: int = 0) -> Any:
     """`load_pipeline` from the arguments of `add_model_args`."""
     return load_pipeline(args.model, args.vae, args.text_encoder, getattr(args, "resolution", None),
-                         getattr(args, "patch_nums", None), args.device, args.dtype, demo_if_missing, local_rank)
+                         getattr(args, "patch_nums", None), args.device, args.dtype, demo_if_missing, local_rank,
+                         getattr(args, "fast", False))
 
 
-__all__ = ["Flag", "SAMPLING_FLAGS", "add_sampling_args", "sampling_from_args", "parse_schedule", "add_model_args",
+__all__ = ["Flag", "SAMPLING_FLAGS", "add_sampling_args", "sampling_from_args", "parse_schedule", "add_model_args", "add_fast_arg",
            "DEMO_NOTE", "demo_pipeline", "load_pipeline", "pipeline_from_args"]

@@ -40,6 +40,7 @@ log = logging.getLogger("varclip.fast")
 AUTOCASTS = {"auto": "auto", "off": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune")
 QUANTIZE = ("auto", "off", "int8")
+MIN_CPU_BF16_WIDTH = 512  # narrower transformers: measured slower in bf16 on a CPU (docs/benchmarks.md)
 
 
 @dataclass
@@ -68,17 +69,20 @@ class FastConfig:
         if not 0.0 < self.prune_keep <= 1.0:
             raise ConfigError(f"fast prune_keep must be in (0, 1], got {self.prune_keep}")
 
-    def resolve(self, device: torch.device) -> "FastConfig":
-        """The same settings with every "auto" replaced by what pays on `device`."""
+    def resolve(self, device: torch.device, width: int = 1024) -> "FastConfig":
+        """The same settings with every "auto" replaced by what pays on `device` for a
+        transformer `width` channels wide (on a CPU, bf16 pays from d16's 1024 on; at the emoji
+        model's 256 the casts cost more than the narrow matmuls save)."""
         device = torch.device(device)
         cuda = device.type == "cuda"
-        native_bf16 = torch.cuda.is_bf16_supported() if cuda else _cpu_bf16()
+        native_bf16 = torch.cuda.is_bf16_supported() if cuda else (_cpu_bf16() and width >= MIN_CPU_BF16_WIDTH)
         autocast = self.autocast
         if autocast == "auto":
             autocast = "bf16" if native_bf16 else ("fp16" if cuda else "off")
         quantize = self.quantize
         if quantize == "auto":
-            quantize = "int8" if not cuda and AUTOCASTS[autocast] is None else "off"
+            wide_cpu = not cuda and width >= MIN_CPU_BF16_WIDTH
+            quantize = "int8" if wide_cpu and AUTOCASTS[autocast] is None and not _cpu_bf16() else "off"
         if quantize == "int8" and cuda:
             raise ConfigError("fast quantize=int8 is CPU only (dynamic int8 Linear kernels)")
         if quantize == "int8" and AUTOCASTS[autocast] is not None:
@@ -117,8 +121,9 @@ def fast_config(value: "bool | FastConfig | dict | None") -> FastConfig | None:
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
-    """A copy of `model` whose Linear layers use dynamic int8 weights (mat_qkv stays float: the
-    attention reads its weight directly to add the official split bias)."""
+    """A copy of `model` whose block and head Linear layers use dynamic int8 weights (mat_qkv and
+    the conditioning stay float: their weights are read directly, e.g. for the official split
+    bias; they run once per scale or once per call)."""
     from torch.ao.nn.quantized.dynamic import Linear as QLinear
     from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
     with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice, many lines long
@@ -126,7 +131,7 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         probe = QLinear.from_float(_with_qconfig(nn.Linear(8, 8), default_dynamic_qconfig))
         probe(torch.zeros(1, 8))  # a missing kernel fails here, before the copy
         names = {n: default_dynamic_qconfig for n, m in model.named_modules()
-                 if isinstance(m, nn.Linear) and not n.endswith("mat_qkv")}
+                 if isinstance(m, nn.Linear) and n.startswith(("blocks.", "head")) and not n.endswith("mat_qkv")}
         return quantize_dynamic(copy.deepcopy(model), qconfig_spec=names, dtype=torch.qint8)
 
 
@@ -162,7 +167,7 @@ class FastRunner:
 
     def __init__(self, model: nn.Module, cfg: FastConfig):
         self.requested, self.device = cfg, model.pos_1LC.device
-        self.cfg = cfg.resolve(self.device)
+        self.cfg = cfg.resolve(self.device, model.C)
         self.source = model
         self.model = model
         if self.cfg.quantize == "int8":

@@ -24,6 +24,7 @@ from .config import ConfigError, SamplingConfig, recommended_sampling, sampling_
 from .data.images import to_pil, to_unit
 from .devices import parse_dtype
 from .model import Cond, VARTransformer
+from .fast import FastConfig, FastRunner, fast_config
 from .sampling import EditSpec, sample_scales
 from .tokenizer import VQTokenizer
 
@@ -73,6 +74,8 @@ class VARPipeline:
         self._text_encoder = text_encoder
         self.autocast_dtype: torch.dtype | None = None
         self._progress_bar_config: dict[str, Any] = {}
+        self._fast_config: FastConfig | None = None  # enable_fast(): the default of every call
+        self._fast_runner: FastRunner | None = None
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
@@ -161,6 +164,22 @@ class VARPipeline:
         """The dtype the models compute in: the autocast dtype, else float32."""
         return self.autocast_dtype or torch.float32
 
+    def enable_fast(self, config: bool | FastConfig | Mapping[str, Any] = True) -> "VARPipeline":
+        """Sample with the `--fast` preset (or this FastConfig) from now on; `False` is exact mode
+        again. The fast model (e.g. a bf16 copy of the weights) is built on first use."""
+        self._fast_config = fast_config(dict(config) if isinstance(config, Mapping) else config)
+        return self
+
+    def _fast(self, fast: bool | FastConfig | Mapping[str, Any] | None) -> FastRunner | None:
+        """The runner of a call's `fast=` (None: the pipeline's `enable_fast` setting)."""
+        cfg = self._fast_config if fast is None else fast_config(dict(fast) if isinstance(fast, Mapping) else fast)
+        if cfg is None:
+            return None
+        r = self._fast_runner
+        if r is None or r.requested != cfg or r.source is not self.transformer or r.device != self.device:
+            r = self._fast_runner = FastRunner(self.transformer, cfg)
+        return r
+
     def set_progress_bar_config(self, **kwargs: Any) -> None:
         """Options of the per-scale progress bar (tqdm keywords), e.g. `disable=True`."""
         self._progress_bar_config = dict(kwargs)
@@ -241,7 +260,7 @@ class VARPipeline:
                  generator: torch.Generator | None = None, unconditional: bool = False,
                  callback_on_scale: Callable[[int, int, Sequence[Image.Image]], None] | None = None,
                  return_tokens: bool = False, edit: EditSpec | None = None, num_images: int | None = None,
-                 **unknown: Any) -> PipelineOutput:
+                 fast: bool | FastConfig | Mapping[str, Any] | None = None, **unknown: Any) -> PipelineOutput:
         """Generate images. Class models: `class_labels` (None = random classes, -1 = null);
         text models: `prompt`; `unconditional=True` samples from the null condition.
 
@@ -255,6 +274,8 @@ class VARPipeline:
         (the official stream); with `per_sample_seeds` image i gets its own, seeded seed + i.
         callback_on_scale(scale, num_scales, images): after every scale; `images` are decoded
         only if the callback reads them. The progress bar: `set_progress_bar_config`.
+        fast: True (the `--fast` preset), a FastConfig or dict of its fields, False (exact);
+        None: what `enable_fast` set (exact by default).
         """
         if unknown:
             known = [p for p in inspect.signature(type(self).__call__).parameters if p not in ("self", "unknown")]
@@ -273,15 +294,17 @@ class VARPipeline:
             raise ConfigError(f"the edit has {edit.ids[0].shape[0]} images but {n} are requested")
         ids, step = [], None
         K = len(self.transformer.patch_nums)
+        runner = self._fast(fast)
+        dtype = self.autocast_dtype if runner is None else runner.autocast_dtype
         with self._progress_bar(K) as bar:
             for step in sample_scales(self.transformer, self.tokenizer, cond, n, settings, neg, edit,
-                                      self.autocast_dtype, generator):
+                                      self.autocast_dtype, generator, fast=runner):
                 ids.append(step.ids)
                 bar.update(1)
                 if callback_on_scale is not None:
                     f_hat = step.f_hat.clone()
-                    callback_on_scale(step.scale, K, LazyImages(lambda f=f_hat: self._decode(f), n))
-        images = self._decode(step.f_hat)
+                    callback_on_scale(step.scale, K, LazyImages(lambda f=f_hat: self._decode(f, dtype), n))
+        images = self._decode(step.f_hat, dtype)
         return PipelineOutput(images, ids if return_tokens else None, step.cond.value.cpu())
 
     def _progress_bar(self, total: int):
@@ -325,7 +348,9 @@ class VARPipeline:
         return out
 
     @torch.inference_mode()
-    def _decode(self, f_hat: torch.Tensor) -> list[Image.Image]:
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+    def _decode(self, f_hat: torch.Tensor, dtype: torch.dtype | None = None) -> list[Image.Image]:
+        """f_hat -> images, under autocast of `dtype` (None: the pipeline's autocast dtype)."""
+        dtype = self.autocast_dtype if dtype is None else dtype
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             img = self.tokenizer.fhat_to_img(f_hat)
         return to_pil(to_unit(img))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from .checkpoints import check_compatible
 from .config import ConfigError, SamplingConfig
+from .fast import FastRunner, pivotal_tokens, restore_pruned
 from .model.attention import KVCache
 from .model.conditioning import Cond, cat_conds
 from .model.transformer import VARTransformer
@@ -133,13 +134,14 @@ def _keep_mask(keep: torch.Tensor, p: int) -> torch.Tensor:
 @torch.inference_mode()
 def sample_scales(model: VARTransformer, tokenizer: VQTokenizer, cond: Cond | None, batch: int,
                   cfg: SamplingConfig, negative: Cond | None = None, edit: EditSpec | None = None,
-                  autocast_dtype: torch.dtype | None = None, generator: torch.Generator | None = None
-                  ) -> Iterator[ScaleStep]:
+                  autocast_dtype: torch.dtype | None = None, generator: torch.Generator | None = None,
+                  fast: FastRunner | None = None) -> Iterator[ScaleStep]:
     """Draw `batch` token pyramids scale by scale; yields a ScaleStep after each scale.
 
     cond: the conditions (None: random classes for class models). negative: the unconditional
     branch's condition (default: the model's null condition). generator: use this stream
-    instead of one seeded from `cfg.seed`.
+    instead of one seeded from `cfg.seed`. fast: the `--fast` preset (its model, step, token
+    pruning and guidance cut-off); None is exact mode.
     """
     device = model.pos_1LC.device
     pn, K = model.patch_nums, len(model.patch_nums)
@@ -161,6 +163,8 @@ def sample_scales(model: VARTransformer, tokenizer: VQTokenizer, cond: Cond | No
     if len(uncond) == 1 and batch > 1:
         uncond = uncond.repeat(batch)
     ts = guidance_scales(cfg.cfg, cfg.cfg_schedule, K)
+    if fast is not None:
+        model, ts, autocast_dtype = fast.model, fast.guidance(ts), fast.autocast_dtype
 
     guided = any(t != 0 for t in ts)
     both = cat_conds(cond, uncond) if guided else cond
@@ -180,10 +184,19 @@ def sample_scales(model: VARTransformer, tokenizer: VQTokenizer, cond: Cond | No
         keep = (keep if keep.ndim == 3 else keep.unsqueeze(0).expand(batch, -1, -1)).unsqueeze(1)
     codebook = quant.embedding.weight
     cur = 0
+    x_in = h_prev = None  # fast mode: this scale's raw input, the previous scale's hidden states
     for s, p in enumerate(pn):
         ratio = s / (K - 1) if K > 1 else 1.0
+        n_run = fast.kept(s, p, K) if fast is not None else None
+        if n_run is not None:  # token pruning: run the transformer on the pivotal tokens only
+            idx = pivotal_tokens(x_in, n_run).repeat(rows // batch, 1)
+            x = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         with amp:
-            h = model.run_blocks(x, cond_vec, both, None, caches, ada)
+            h = model.run_blocks(x, cond_vec, both, None, caches, ada) if fast is None else fast.step(x, cond_vec, both, caches, ada)
+        if n_run is not None:
+            h = restore_pruned(h_prev, idx, h, p)
+        if fast is not None and fast.cfg.prune_scales:
+            h_prev = h
         logits = model.logits(h, cond_vec, head_ada)
         t = ts[s]
         if rows == 2 * batch:
@@ -216,6 +229,8 @@ def sample_scales(model: VARTransformer, tokenizer: VQTokenizer, cond: Cond | No
             head_ada = model.head_adaln(cond_vec)
             for c in caches:
                 c.keep_rows(batch)
+            h_prev = None if h_prev is None else h_prev[:batch]
+        x_in = nxt
         with amp:
             x = model.next_tokens(nxt, cur, lvl_pos)
         if rows == 2 * batch:
@@ -225,13 +240,15 @@ def sample_scales(model: VARTransformer, tokenizer: VQTokenizer, cond: Cond | No
 @torch.inference_mode()
 def generate(model: VARTransformer, tokenizer: VQTokenizer, cond: Cond | None, batch: int, cfg: SamplingConfig,
              negative: Cond | None = None, edit: EditSpec | None = None, autocast_dtype: torch.dtype | None = None,
-             on_scale=None) -> tuple[torch.Tensor, list[torch.Tensor], Cond]:
+             on_scale=None, fast: FastRunner | None = None) -> tuple[torch.Tensor, list[torch.Tensor], Cond]:
     """Run the sampler to the end: (images (B,3,H,W) in [0,1], token pyramid, conditions)."""
     ids, step = [], None
-    for step in sample_scales(model, tokenizer, cond, batch, cfg, negative, edit, autocast_dtype):
+    for step in sample_scales(model, tokenizer, cond, batch, cfg, negative, edit, autocast_dtype, fast=fast):
         ids.append(step.ids)
         if on_scale is not None:
             on_scale(step)
+    if fast is not None:
+        autocast_dtype = fast.autocast_dtype
     amp = torch.autocast(step.f_hat.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     with amp:
         img = tokenizer.fhat_to_img(step.f_hat)

@@ -175,7 +175,7 @@ def cmd_caption_bench(args: argparse.Namespace) -> Any:
 
 
 def _tokens_args(p: argparse.ArgumentParser) -> None:
-    add_model_args(p, required=True)
+    add_model_args(p, required=True, fast=False)  # teacher forcing: no sampling to speed up
     p.add_argument("--data", required=True, help="class folders (class models) or a caption manifest (text models)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--limit", type=int, help="a random subset of N images")

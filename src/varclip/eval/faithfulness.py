@@ -105,18 +105,19 @@ class FaithfulnessReport(Record):
 
 def add_args(ap: argparse.ArgumentParser) -> None:
     """`varclip eval faithfulness` (output and errors: `eval.cli`'s contract)."""
-    from ..entry import add_sampling_args
+    from ..entry import add_fast_arg, add_sampling_args
     ap.add_argument("--model", help="native model directory (default: the embedded model)")
     ap.add_argument("--train", required=True, help="the training caption manifest")
     ap.add_argument("--heldout", help="a held-out caption manifest (unseen captions)")
     ap.add_argument("--n", type=int, default=200, help="captions per split")
     ap.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    add_fast_arg(ap)
     add_sampling_args(ap, skip=("per_sample_seeds",))  # image i is drawn with seed + i
 
 
 def run(args: argparse.Namespace) -> FaithfulnessReport:
     from ..entry import load_pipeline, sampling_from_args
-    pipe = load_pipeline(args.model, device=args.device)
+    pipe = load_pipeline(args.model, device=args.device, fast=args.fast)
     pipe.set_progress_bar_config(disable=True)
     if not pipe.is_text:
         raise ValueError("prompt faithfulness needs a text-to-image model")
