@@ -46,7 +46,7 @@ from .errors import first_line as _first_line
 log = logging.getLogger(__name__)
 
 MAX_PROMPT_CHARS = 1000
-FAST_INFO = "the fast preset: about 2x faster on big models, a small measured quality cost"
+FAST_INFO = "the fast preset: faster on big models, for a small measured quality cost"
 EDIT_MODES = [("Regenerate the painted area (in-paint)", "inpaint"),
               ("Keep the painted area, regenerate the rest (out-paint)", "outpaint"),
               ("Extend the canvas: out-paint a border around the image", "extend")]

@@ -107,7 +107,7 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = False, official:
 def add_fast_arg(p: argparse.ArgumentParser) -> None:
     """--fast: the FastConfig preset (varclip.fast), for commands that load a pipeline."""
     p.add_argument("--fast", action="store_true",
-                   help="the fast preset: about 2x faster for a small measured quality cost (docs/benchmarks.md); "
+                   help="the fast preset: faster for a small measured quality cost (figures: docs/benchmarks.md); "
                         "default: exact mode")
 
 
