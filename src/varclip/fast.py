@@ -50,7 +50,9 @@ class FastConfig:
     autocast: str = "auto"  # auto | off | bf16 | fp16
     compile: str = "auto"  # auto | off | default | reduce-overhead | max-autotune
     compile_backend: str = "inductor"  # any torch.compile backend (tests use "eager")
-    prune_scales: int = 2  # token pruning at the last N scales (0 = off)
+    # token pruning at the last N scales (0 = off): off in the preset, it failed the quality
+    # budget on the emoji model (docs/benchmarks.md); an option for large schedules
+    prune_scales: int = 0
     prune_keep: float = 0.5  # share of a pruned scale's tokens the transformer runs on
     cfg_off_last: int = 0  # no guidance at the last N scales (0 = guidance everywhere)
     quantize: str = "auto"  # auto | off | int8 (CPU only)
