@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -124,14 +125,19 @@ def interleave(rows: dict[str, tuple[Callable, Callable]], repeats: int) -> dict
     return out
 
 
-def run_cli(src: Path, args: list[str], png: Path, code: str | None = None) -> tuple[float, str]:
+def run_cli(src: Path, args: list[str], out: Path, code: str | None = None) -> tuple[float, str]:
+    """One process (the CLI with its default progress bar, or `code`) writing PNGs into `out`:
+    (time, digest of the PNGs). Single images, not a grid: grid captions are not the model's."""
     env = {**os.environ, "PYTHONPATH": str(src)}
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "varclip.cli", "generate", *args,
-                                                     "--out", str(png), "--quiet"]
+                                                     "--out", f"{out}{os.sep}"]
     t, c = time.perf_counter(), _children_cpu()
-    subprocess.run(cmd, check=True, env=env, cwd=png.parent, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, env=env, cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     spent = _children_cpu() - c if CLOCK is time.process_time else time.perf_counter() - t
-    return spent, hashlib.sha256(png.read_bytes()).hexdigest()
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(out.iterdir()))).hexdigest()
+    return spent, digest
 
 
 def _children_cpu() -> float:
@@ -213,16 +219,17 @@ def cli_rows(cur: Side, tmp: Path, rel_src: Path, repeats: int, results: dict[st
     src = Path(varclip.__file__).resolve().parents[1]
     lib = (f"from varclip.pipeline import VARPipeline\n"
            f"pipe = VARPipeline.from_pretrained({str(var)!r}, vae={str(vae)!r})\n"
-           f"pipe(class_labels=[{CLASSES[0]}], num_images=2, seed=0).images[0].save({str(tmp / 'lib.png')!r})\n")
+           f"for i, im in enumerate(pipe(class_labels=[{CLASSES[0]}], num_images=2, seed=0).images):\n"
+           f"    im.save(f'{{i:05d}}.png')\n")
     times: dict[str, list[float]] = {"cur": [], "rel": [], "lib": []}
     hashes = {}
     for r in range(repeats):
         order = ["cur", "rel", "lib"] if r % 2 == 0 else ["lib", "rel", "cur"]
         for who in order:
             if who == "lib":
-                t, h = run_cli(src, [], tmp / "lib.png", lib)
+                t, h = run_cli(src, [], tmp / "lib", lib)
             else:
-                t, h = run_cli(src if who == "cur" else rel_src, cli, tmp / f"{who}.png")
+                t, h = run_cli(src if who == "cur" else rel_src, cli, tmp / who)
             times[who].append(t)
             hashes.setdefault(who, h)
             if hashes[who] != h:
