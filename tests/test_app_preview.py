@@ -37,7 +37,7 @@ def test_stream_call_skips_the_last_scale():
 
     def call(callback_on_scale):
         for k in range(4):
-            time.sleep(0.05)
+            time.sleep(0.3)  # far above 3x a free decode, even on a loaded machine
             callback_on_scale(k, 4, SlowImages(0.0))
         return "out"
 
