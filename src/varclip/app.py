@@ -477,6 +477,16 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
     rec = h.rec
     cfg_range = (SamplingConfig.CFG_MIN, max(10.0, rec.cfg))  # SamplingConfig's rule; 10 is plenty in practice
 
+    def sampling_sliders(prefix: str, open_: bool) -> tuple:
+        """The cfg / top-k / top-p sliders of a tab, starting at the model's recommended settings."""
+        with gr.Accordion("Sampling", open=open_):
+            return (AppSlider(*cfg_range, value=rec.cfg, step=0.1, label="Guidance (cfg)",
+                              info="0 = no classifier-free guidance", elem_id=f"{prefix}cfg"),
+                    AppSlider(0, top_k_max, value=min(rec.top_k, top_k_max), step=1, label="Top-k",
+                              info="0 = off", elem_id=f"{prefix}top-k"),
+                    AppSlider(0.0, 1.0, value=rec.top_p, step=0.01, label="Top-p", info="0 = off",
+                              elem_id=f"{prefix}top-p"))
+
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# varclip · next-scale image generation\n{_model_line(pipe, model_name)}", elem_id="header")
         if note:
@@ -500,13 +510,7 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
                                             label="Number of images", elem_id="num-images")
                             seed = AppNumber(label="Seed", value=0, precision=0, info="-1 = random", elem_id="seed")
                             fast = gr.Checkbox(label="Fast", value=False, info=FAST_INFO, elem_id="fast")
-                        with gr.Accordion("Sampling", open=True):
-                            cfg = AppSlider(*cfg_range, value=rec.cfg, step=0.1, label="Guidance (cfg)",
-                                            info="0 = no classifier-free guidance", elem_id="cfg")
-                            top_k = AppSlider(0, top_k_max, value=min(rec.top_k, top_k_max), step=1,
-                                              label="Top-k", info="0 = off", elem_id="top-k")
-                            top_p = AppSlider(0.0, 1.0, value=rec.top_p, step=0.01, label="Top-p", info="0 = off",
-                                              elem_id="top-p")
+                        cfg, top_k, top_p = sampling_sliders("", open_=True)
                         with gr.Row():
                             go = gr.Button("Generate", variant="primary", elem_id="generate-btn")
                             stop = gr.Button("Stop", variant="stop", elem_id="stop-btn")
@@ -547,11 +551,7 @@ def build_app(pipe: Any, *, concurrency: int = 1, max_queue: int = 32, max_image
                             e_seed = AppNumber(label="Seed", value=0, precision=0, info="-1 = random",
                                                elem_id="edit-seed")
                             e_fast = gr.Checkbox(label="Fast", value=False, info=FAST_INFO, elem_id="edit-fast")
-                        with gr.Accordion("Sampling", open=False):
-                            e_cfg = AppSlider(*cfg_range, value=rec.cfg, step=0.1, label="Guidance (cfg)")
-                            e_top_k = AppSlider(0, top_k_max, value=min(rec.top_k, top_k_max), step=1,
-                                                label="Top-k")
-                            e_top_p = AppSlider(0.0, 1.0, value=rec.top_p, step=0.01, label="Top-p")
+                        e_cfg, e_top_k, e_top_p = sampling_sliders("edit-", open_=False)
                         with gr.Row():
                             e_go = gr.Button("Edit", variant="primary", elem_id="edit-btn")
                             e_stop = gr.Button("Stop", variant="stop", elem_id="edit-stop-btn")
