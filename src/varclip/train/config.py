@@ -318,37 +318,52 @@ class HeldoutConfig:
 
 
 @dataclass
-class TrainConfig:
+class RunConfig:
+    """What every trainer's run has: where it writes, its seed and device, the global batch, the
+    EMA, and the schedule, logging, checkpoint and distributed sections (the trainers share the
+    loop that reads them, train/runner.py)."""
+
+    out_dir: str = "runs/run"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 16
+    ema_decay: float = 0.0  # > 0: keep an EMA of the weights (not in the official recipe)
+    export_ema: bool = True  # the exported model uses the EMA weights when there are any
+    step_sleep_s: float = 0.0  # testing aid: sleep after each step (to interrupt a run mid-way)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError("ema_decay must be in [0, 1)")
+
+
+@dataclass
+class TrainConfig(RunConfig):
     """Everything `varclip train` needs. `batch_size` is the GLOBAL batch of one optimizer step
     (all processes x accumulation), as the official recipes state it: the same config gives the
     same optimisation on 1 or N processes."""
 
     out_dir: str = "runs/var"
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
     batch_size: int = 768
     grad_accum: int = 1
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
     compile: bool = False
     tf32: bool = True  # CUDA: TF32 matmuls and convolutions, as the official code
-    ema_decay: float = 0.0  # > 0: keep an EMA of the weights (not in the official recipe)
-    export_ema: bool = True  # the exported model uses the EMA weights when there are any
-    step_sleep_s: float = 0.0  # testing aid: sleep after each step (to interrupt a run mid-way)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    dist: DistConfig = field(default_factory=DistConfig)
     heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("batch_size and grad_accum must be >= 1")
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError("ema_decay must be in [0, 1)")
+        super().__post_init__()
 
 
 # ---------------------------------------------------------------------------- tokenizer training
@@ -443,37 +458,22 @@ class DiscConfig:
 
 
 @dataclass
-class TokenizerTrainConfig:
+class TokenizerTrainConfig(RunConfig):
     """Everything `varclip train-tokenizer` needs; `batch_size` is the GLOBAL batch per step."""
 
     out_dir: str = "runs/tokenizer"
-    seed: int = 0
-    device: str = "auto"
-    batch_size: int = 16
     precision: Literal["fp32", "bf16"] = "fp32"
-    ema_decay: float = 0.0  # > 0: keep an EMA of the weights
-    export_ema: bool = True  # export the EMA weights when there are any
-    step_sleep_s: float = 0.0  # testing aid: sleep after each step (to interrupt a run mid-way)
     data: TokenizerDataConfig = field(default_factory=TokenizerDataConfig)
     tokenizer: TokenizerModelConfig = field(default_factory=TokenizerModelConfig)
     loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
     disc: DiscConfig = field(default_factory=DiscConfig)
     optim: TokenizerOptimConfig = field(default_factory=TokenizerOptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    dist: DistConfig = field(default_factory=DistConfig)
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError("batch_size must be >= 1")
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError("ema_decay must be in [0, 1)")
 
 
 __all__ = [
-    "ConfigError", "parse_override", "apply_overrides", "read_yaml", "load_config", "save_config", "OptimConfig", "ScheduleConfig", "LoggingConfig",
-    "CheckpointConfig", "DistConfig", "DataConfig", "ModelConfig", "LossConfig", "HeldoutConfig", "TrainConfig",
-    "TokenizerOptimConfig", "DiscOptimConfig", "TokenizerDataConfig", "TokenizerModelConfig", "TokenizerLossConfig",
-    "DiscConfig", "TokenizerTrainConfig",
+    "ConfigError", "parse_override", "apply_overrides", "read_yaml", "load_config", "save_config",
+    "OptimConfig", "ScheduleConfig", "LoggingConfig", "CheckpointConfig", "DistConfig", "DataConfig",
+    "ModelConfig", "LossConfig", "HeldoutConfig", "RunConfig", "TrainConfig", "TokenizerOptimConfig",
+    "DiscOptimConfig", "TokenizerDataConfig", "TokenizerModelConfig", "TokenizerLossConfig", "DiscConfig",
+    "TokenizerTrainConfig",
 ]
