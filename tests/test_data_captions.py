@@ -165,3 +165,34 @@ def test_var_clip_file_reports_every_unusable_line_once(tmp_path, caplog):
     assert len(warnings) == 1 and "4 of 19" in warnings[0]
     assert all(f"line {n}:" in warnings[0] for n in (4, 7, 10, 13))
     assert ds.skip_summary().endswith("4 of 19 image-caption pairs skipped as unusable")
+
+
+def test_flip_false_rows_are_never_mirrored(tmp_path):
+    import torch
+
+    # left half black, right half white: a mirror image is told apart at once
+    for name in ("arrow.png", "ball.png"):
+        img = Image.new("RGB", (32, 32), (255, 255, 255))
+        img.paste((0, 0, 0), (0, 0, 16, 32))
+        img.save(tmp_path / name)
+    rows = [{"image": "arrow.png", "caption": "left arrow", "flip": False},
+            {"image": "ball.png", "caption": "ball"}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ds = CaptionDataset(tmp_path / "m.jsonl", 32, train=True, hflip=True, seed=0)
+    assert ds.manifest.no_flip == {tmp_path / "arrow.png"}
+
+    def left_dark(x: torch.Tensor) -> bool:
+        return bool(x[:, :, :8].mean() < x[:, :, -8:].mean())
+
+    seen = {0: set(), 1: set()}
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        for i in (0, 1):
+            seen[i].add(left_dark(ds[i][0]))
+    assert seen[0] == {True}  # never mirrored
+    assert seen[1] == {True, False}  # mirrored sometimes
+
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"image": "ball.png", "caption": "b", "flip": "no"}) + "\n"
+                                        + json.dumps(rows[1]) + "\n")
+    m = read_caption_manifest(tmp_path / "bad.jsonl")
+    assert len(m.records) == 1 and "'flip' must be true or false" in str(m.problems[0])

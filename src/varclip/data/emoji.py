@@ -20,8 +20,10 @@ Sources (all from PyPI, nothing fetched at run time):
   wording template ("an emoji of red apple", "red apple icon") and one naming its style
   ("red apple in twemoji style", "openmoji style red apple"), picked by a hash of (style, id):
   so a caption without a style word is shared by both drawings of an emoji.
-- No augmentation: each row is seen a few times in a CPU schedule, too few to memorise pixel
-  positions, and shifted copies would move the distribution the FID compares against.
+- Augmentation happens at training time (random crop and `data.scale_jitter`: small shifts and
+  zooms on white; `data.hflip`): each row carries "flip": false when a mirror image would make
+  its caption untrue (directions, letters, digits, clock faces, flags; see `flippable`). No
+  colour jitter: colour words must stay true.
 
 Choices: skipped are OpenMoji's own extras (private-use code points: no standard name),
 the non-emoji "extras-unicode" symbols (Unicode character names such as "BLACK
@@ -67,6 +69,12 @@ TEMPLATES = ("an emoji of {}", "{} icon", "{} emoji", "a picture of {}", "icon o
 STYLE_TEMPLATES = ("{} in {} style", "{}, {} style", "{1} style {0}", "{} drawn in {} style")
 _FE0F = 0xFE0F
 _TWEMOJI_FILL = 0.72  # OpenMoji fills about 46 of 64 pixels
+_UNFLIPPABLE = re.compile(
+    r"\b(left|right|leftwards|rightwards|arrows?|clockwise|counterclockwise|anticlockwise|facing|"
+    r"reverse|fast-forward|rewind|play|next|last|back|end|on!|soon|top|up!|new|free|cool|ng|sos|id|"
+    r"vs|atm|wc|abc|abcd|ok|flag|keycap|button|letters?|latin|input|sign|symbol|o.clock|"
+    r"thirty|hundred|japanese|copyright|registered|trade mark|dollar|yen|euro|pound|currency|"
+    r"eighteen|numbers|calendar|clock|watch|newspaper|memo|ledger|notebook)\b")
 
 
 @dataclass(frozen=True)
@@ -313,13 +321,21 @@ def _pick(options: Sequence[str], *salt: str) -> str:
     return options[int.from_bytes(digest[:4], "big") % len(options)]
 
 
-def caption_rows(entry: EmojiEntry, style: str, image: str) -> list[dict[str, str]]:
+def flippable(entry: EmojiEntry) -> bool:
+    """Whether a mirror image is still this emoji: not when it shows a direction, letters, digits
+    or a clock face (judged from its name; flags count as text)."""
+    return _UNFLIPPABLE.search(entry.caption.lower()) is None
+
+
+def caption_rows(entry: EmojiEntry, style: str, image: str) -> list[dict[str, Any]]:
     """The manifest rows of one drawing: its name, aliases, one wording template and one caption
-    with the style word; `variant` says which."""
+    with the style word; `variant` says which, `flip` whether training may mirror it."""
     caps = [(entry.caption, "name"), *((c, "alias") for c in entry.extra_captions),
             (_pick(TEMPLATES, "template", style, entry.id).format(entry.caption), "template"),
             (_pick(STYLE_TEMPLATES, "style", style, entry.id).format(entry.caption, style), "style")]
-    return [{"image": image, "caption": c, "id": entry.id, "style": style, "variant": v} for c, v in caps]
+    flip = flippable(entry)
+    return [{"image": image, "caption": c, "id": entry.id, "style": style, "variant": v, "flip": flip}
+            for c, v in caps]
 
 
 def is_heldout(entry: EmojiEntry, seed: int, fraction: float) -> bool:

@@ -192,12 +192,22 @@ def mask_picture(mask: "Image.Image | torch.Tensor | np.ndarray | str | os.PathL
 
 @dataclass(frozen=True)
 class ImageTransform:
-    """VAR's train/eval transform; `mid_ratio` 1.125 is the official value."""
+    """VAR's train/eval transform; `mid_ratio` 1.125 is the official value.
+
+    `scale_jitter` j > 0 (training only) draws the resize target from mid * U(1 - j, 1 + j)
+    (never below `size`) before the random crop: small zooms on top of the crop's shifts. At 0
+    no extra number is drawn, so the random stream stays the official one.
+    """
 
     size: int
     train: bool = True
     hflip: bool = False
     mid_ratio: float = 1.125
+    scale_jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.scale_jitter < 1.0:
+            raise ValueError(f"scale_jitter must be in [0, 1), got {self.scale_jitter}")
 
     @property
     def mid(self) -> int:
@@ -207,7 +217,11 @@ class ImageTransform:
         img = to_rgb(img)
         if self.train and self.hflip and float(torch.rand(1, generator=generator)) < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        img = resize_shorter_side(img, self.mid)
+        mid = self.mid
+        if self.train and self.scale_jitter > 0:
+            u = float(torch.rand(1, generator=generator))
+            mid = max(self.size, round(mid * (1.0 + self.scale_jitter * (2.0 * u - 1.0))))
+        img = resize_shorter_side(img, mid)
         w, h = img.size
         if self.train:
             left, top = random_crop_box(w, h, self.size, generator)

@@ -99,7 +99,8 @@ def make_image_dataset(data: DataConfig, seed: int, augment: bool) -> Any:
     if not Path(data.manifest).is_file():
         raise ConfigError(f"caption manifest not found: {data.manifest}")
     return CaptionDataset(data.manifest, data.image_size, train=train, root=data.manifest_root or None,
-                          hflip=hflip, seed=seed, check_files=data.check_files, min_size=data.min_image_size)
+                          hflip=hflip, seed=seed, check_files=data.check_files, min_size=data.min_image_size,
+                          scale_jitter=data.scale_jitter if train else 0.0)
 
 
 def check_model_data(tcfg: TransformerConfig, kind: str, num_classes: int = 0) -> None:

@@ -232,7 +232,8 @@ class DataConfig:
     manifest_root: str = ""  # relative image paths resolve here ("" = the manifest's default)
     image_size: int = 256
     random_crop: bool = True  # official train transform; False: center crop (what a cache holds)
-    hflip: bool = False
+    hflip: bool = False  # except images a manifest marks "flip": false
+    scale_jitter: float = 0.0  # with random_crop: resize target drawn from mid * U(1-j, 1+j); 0 = official
     num_workers: int = 4
     check_files: bool = True  # open every image's header up front: unreadable / too small ones are dropped
     min_image_size: int = 8  # px, shorter side: smaller images are skipped as unusable
@@ -248,6 +249,8 @@ class DataConfig:
             raise ConfigError("data.num_workers must be >= 0")
         if self.min_image_size < 1:
             raise ConfigError("data.min_image_size must be >= 1")
+        if not 0.0 <= self.scale_jitter < 1.0:
+            raise ConfigError(f"data.scale_jitter must be in [0, 1), got {self.scale_jitter}")
 
 
 @dataclass
