@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ from varclip.pipeline import VARPipeline
 from varclip.sampling import generate
 from varclip.tokenizer import VQTokenizer
 
-PLAIN = dict(autocast="off", quantize="off", compile="off", prune_scales=0, cfg_off_last=0)
+PLAIN = dict(autocast="off", quantize="off", compile="off", prune_scales=0, cfg_off_last=0, channels_last="off")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def _tokens(models, fast=None, **kw):
 @pytest.mark.parametrize("kw, word", [
     (dict(autocast="fp8"), "autocast"), (dict(compile="fast"), "compile"), (dict(quantize="int4"), "quantize"),
     (dict(prune_scales=-1), "prune_scales"), (dict(prune_keep=0.0), "prune_keep"), (dict(prune_keep=1.5), "prune_keep"),
-    (dict(cfg_off_last=True), "cfg_off_last"),
+    (dict(cfg_off_last=True), "cfg_off_last"), (dict(channels_last="yes"), "channels_last"),
 ])
 def test_bad_settings_are_one_line_errors(kw, word):
     with pytest.raises(ConfigError, match=word) as e:
@@ -194,3 +195,39 @@ def test_pipeline_fast_switch(models):
     assert len(out.images) == 1
     with pytest.raises(ConfigError):
         pipe(class_labels=[1], fast={"prune_keep": 2})
+
+
+def test_in_place_cast_shares_the_weights_and_closes_exact_mode():
+    torch.manual_seed(0)
+    model, tok = VARTransformer(named_transformer("tiny")).eval(), VQTokenizer(named_tokenizer("tiny")).eval()
+    copy_runner = FastRunner(model, FastConfig(**dict(PLAIN, autocast="bf16")))
+    want = _tokens((copy_runner.model, tok), copy_runner)
+    pipe = VARPipeline(tok, model)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.enable_fast(dict(PLAIN, autocast="bf16"), keep_exact=False)
+    got = pipe(class_labels=[1, 7], seed=3, return_tokens=True).tokens
+    assert pipe._fast_runner.model is model and model.blocks[0].ffn.fc1.weight.dtype == torch.bfloat16
+    assert model.head.weight.dtype == torch.float32
+    assert all(torch.equal(a, b) for a, b in zip(want, got))  # the same tokens as the copy
+    for fast in (False, {"autocast": "bf16", "cfg_off_last": 1}):
+        with pytest.raises(ConfigError, match="load the model again"):
+            pipe(class_labels=[1], seed=0, fast=fast)
+
+
+def test_channels_last_decoder_is_close_and_leaves_the_tokenizer_alone(models):
+    model, tok = models
+    f = torch.randn(2, tok.cfg.z_channels, 8, 8)
+    runner = FastRunner(model, FastConfig(**dict(PLAIN, channels_last="on")))
+    assert FastConfig().resolve(torch.device("cpu"), 256).channels_last == "on"
+    with torch.no_grad():
+        want, got = tok.fhat_to_img(f), runner.decode(tok, f)
+    assert (want - got).abs().max() < 1e-3
+    assert all(p.is_contiguous() for p in tok.parameters())  # the exact tokenizer keeps its layout
+    decoder = runner._decoders[1]
+    assert decoder is not tok and decoder.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    pipe = VARPipeline(tok, model)
+    pipe.set_progress_bar_config(disable=True)
+    exact = pipe(class_labels=[1, 7], seed=3).images
+    fast = pipe(class_labels=[1, 7], seed=3, fast=dict(PLAIN, channels_last="on")).images
+    for a, b in zip(exact, fast):  # the same picture to within one grey level
+        assert np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max() <= 1

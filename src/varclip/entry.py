@@ -141,7 +141,8 @@ def load_pipeline(model: str | Path | None = None, vae: str | Path | None = None
                   dtype: str | None = None, demo_if_missing: bool = False, local_rank: int = 0,
                   fast: bool = False) -> Any:
     """The pipeline of an entry point: `model`, else the embedded model, else (demo_if_missing)
-    the random demo model. Missing files are one-line errors naming them. fast: `enable_fast()`."""
+    the random demo model. Missing files are one-line errors naming them. fast: `enable_fast()`
+    with the weights cast in place (an entry point runs one mode: no second copy of them)."""
     from .pipeline import VARPipeline
     for what, path in (("model", model), ("VQVAE", vae)):
         if path is not None and not Path(path).expanduser().exists():
@@ -153,11 +154,11 @@ def load_pipeline(model: str | Path | None = None, vae: str | Path | None = None
         except ConfigError:
             if not demo_if_missing:
                 raise
-            return demo_pipeline(device).enable_fast(fast)
+            return demo_pipeline(device).enable_fast(fast, keep_exact=not fast)
     pipe = VARPipeline.from_pretrained(model, vae=vae, text_encoder=text_encoder, resolution=resolution,
                                        patch_nums=patch_nums, device=device, dtype=dtype)
     pipe.model_name = str(model)
-    return pipe.enable_fast(fast)
+    return pipe.enable_fast(fast, keep_exact=not fast)
 
 
 def pipeline_from_args(args: argparse.Namespace, demo_if_missing: bool = False, local_rank: int = 0) -> Any:

@@ -251,5 +251,5 @@ def generate(model: VARTransformer, tokenizer: VQTokenizer, cond: Cond | None, b
         autocast_dtype = fast.autocast_dtype
     amp = torch.autocast(step.f_hat.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     with amp:
-        img = tokenizer.fhat_to_img(step.f_hat)
+        img = tokenizer.fhat_to_img(step.f_hat) if fast is None else fast.decode(tokenizer, step.f_hat)
     return img.float().add_(1).mul_(0.5), ids, step.cond
