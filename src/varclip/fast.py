@@ -179,9 +179,9 @@ class FastRunner:
     """
 
     def __init__(self, model: nn.Module, cfg: FastConfig, in_place: bool = False):
-        """in_place: cast `model` itself rather than a copy (no second set of weights: less
-        memory and about 2 s less on d16, for one-shot processes such as the CLI); the caller
-        then has no float32 model left for exact mode."""
+        """in_place: cast `model` (and the tokenizer given to `decode`) itself rather than a
+        copy: no second set of weights in memory, for one-shot processes such as the CLI; the
+        caller then has no float32 model left for exact mode."""
         self.requested, self.device = cfg, model.pos_1LC.device
         self.cfg = cfg.resolve(self.device, model.C)
         self.source = model
