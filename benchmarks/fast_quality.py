@@ -25,7 +25,7 @@ from varclip.eval.fid import extract_features, fid_from_features, open_input
 from varclip.eval.inception import load_feature_extractor
 from varclip.eval.sample import caption_work_list, read_captions, sample_to_folder
 
-PLAIN = dict(autocast="off", quantize="off", compile="off", prune_scales=0, cfg_off_last=0)
+PLAIN = dict(autocast="off", quantize="off", compile="off", prune_scales=0, cfg_off_last=0, channels_last="off")
 VARIANTS = {
     "exact": False,
     "preset": True,
