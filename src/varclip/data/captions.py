@@ -208,7 +208,6 @@ def read_caption_manifest(path: str | os.PathLike[str], root: str | os.PathLike[
     base = Path(root) if root is not None else default_root(path, fmt)
     manifest = Manifest(path=path, format=fmt, root=base)
     candidates: list[tuple[int, Path, str, str]] = []  # well-formed lines, their images still to check
-    no_flip: set[Path] = set()
     data = path.read_bytes()
     for item in _PARSERS[fmt](data, path):
         if isinstance(item, ManifestProblem):
@@ -229,7 +228,7 @@ def read_caption_manifest(path: str | os.PathLike[str], root: str | os.PathLike[
             continue
         candidates.append((number, file, caption, preview))
         if not flip:
-            no_flip.add(file)
+            manifest.no_flip.add(file)
     files = list(dict.fromkeys(file for _, file, _, _ in candidates))
     why = dict(zip(files, probe_images(files, min_size))) if check_files else {}
     for number, file, caption, preview in candidates:
@@ -237,7 +236,6 @@ def read_caption_manifest(path: str | os.PathLike[str], root: str | os.PathLike[
             manifest.problems.append(ManifestProblem(number, why[file], preview))
         else:
             manifest.records.append((file, caption))
-    manifest.no_flip = {file for file, _ in manifest.records if file in no_flip}
     manifest.problems.sort(key=lambda p: p.line)
     if manifest.problems:
         log.warning("%s", manifest.summary())
